@@ -1,0 +1,21 @@
+# fedseg_add_tool(VERB [LIBS lib...] [NOINSTALL])
+#   tools/VERB.cpp (or the given SOURCES) defines `const fedseg::ToolDef& fedseg::tools::VERB()`.
+#   Its code goes into an object library `fedseg_tool_VERB` so that tests call it in
+#   process; the executable fedseg-VERB is a generated one-line main.
+function(fedseg_add_tool verb)
+  cmake_parse_arguments(T "NOINSTALL" "" "SOURCES;LIBS" ${ARGN})
+  if(NOT T_SOURCES)
+    set(T_SOURCES ${PROJECT_SOURCE_DIR}/tools/${verb}.cpp)
+  endif()
+  string(REPLACE "-" "_" fn ${verb})
+  add_library(fedseg_tool_${fn} OBJECT ${T_SOURCES})
+  target_link_libraries(fedseg_tool_${fn} PUBLIC fedseg_core ${T_LIBS})
+  set(FEDSEG_TOOL_FN ${fn})
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/tool_main.cpp.in ${CMAKE_BINARY_DIR}/tool_mains/${verb}_main.cpp @ONLY)
+  add_executable(fedseg-${verb} ${CMAKE_BINARY_DIR}/tool_mains/${verb}_main.cpp)
+  target_link_libraries(fedseg-${verb} PRIVATE fedseg_tool_${fn})
+  if(NOT T_NOINSTALL)
+    install(TARGETS fedseg-${verb} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    set_property(GLOBAL APPEND PROPERTY FEDSEG_INSTALLED_TOOLS ${verb})
+  endif()
+endfunction()

@@ -1,0 +1,243 @@
+#include "core/atomic_file.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cctype>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace fedseg {
+namespace {
+
+// Live temp files, readable from a signal handler: fixed slots, no allocation.
+constexpr int kSlots = 64;
+constexpr size_t kPathMax = 4096;
+char g_paths[kSlots][kPathMax];
+std::atomic<bool> g_used[kSlots];
+
+int register_temp(const std::string& path) {
+  if (path.size() >= kPathMax) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    bool expected = false;
+    if (g_used[i].compare_exchange_strong(expected, true)) {
+      // The slot is marked used before the path is complete; the handler may
+      // then unlink a half-written name, which cannot match another file of ours.
+      std::memcpy(g_paths[i], path.c_str(), path.size() + 1);
+      return i;
+    }
+  }
+  return -1;  // more than 64 concurrent outputs: still correct, just not signal-cleaned
+}
+
+void unregister_temp(int slot) {
+  if (slot >= 0) g_used[slot] = false;
+}
+
+extern "C" void cleanup_and_reraise(int sig) {
+  for (int i = 0; i < kSlots; ++i)
+    if (g_used[i].load()) ::unlink(g_paths[i]);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+std::string host_tag() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof host - 1) != 0) return "host";
+  std::string h;
+  for (char* p = host; *p; ++p) h += (std::isalnum(static_cast<unsigned char>(*p)) || *p == '-') ? *p : '_';
+  return h.empty() ? "host" : h;
+}
+
+void fsync_dir(const std::string& dir) {
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return;  // some filesystems (SMB) refuse: the rename is still done
+  if (::fsync(dfd) != 0 && errno != EINVAL && errno != EROFS) {
+    int e = errno;
+    ::close(dfd);
+    throw_errno(kExitIoErr, "cannot sync folder", dir, e);
+  }
+  ::close(dfd);
+}
+
+}  // namespace
+
+std::string dirname_of(const std::string& path) {
+  auto pos = path.find_last_of('/');
+  if (pos == std::string::npos) return ".";
+  if (pos == 0) return "/";
+  return path.substr(0, pos);
+}
+
+std::string basename_of(const std::string& path) {
+  auto pos = path.find_last_of('/');
+  return pos == std::string::npos ? path : path.substr(pos + 1);
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+void install_cleanup_handlers() {
+  static std::atomic<bool> installed{false};
+  if (installed.exchange(true)) return;
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = cleanup_and_reraise;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+std::string AtomicFile::temp_prefix(const std::string& final_path) {
+  std::string dir = dirname_of(final_path);
+  return (dir == "." && final_path.find('/') == std::string::npos ? std::string() : dir + "/") + "." +
+         basename_of(final_path) + ".fedseg-tmp-";
+}
+
+int AtomicFile::remove_stale(const std::string& final_path) {
+  std::string dir = dirname_of(final_path);
+  std::string prefix = "." + basename_of(final_path) + ".fedseg-tmp-" + host_tag() + "-";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  int removed = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still alive
+    if (::unlink((dir + "/" + name).c_str()) == 0) ++removed;
+  }
+  ::closedir(d);
+  return removed;
+}
+
+AtomicFile::AtomicFile(std::string final_path, bool overwrite, unsigned mode)
+    : final_(std::move(final_path)), overwrite_(overwrite) {
+  if (final_.empty()) throw Error(kExitUsage, "empty output path");
+  struct stat st;
+  if (::stat(final_.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw Error(kExitCantCreate, "cannot write output", final_, "is a folder");
+    if (!overwrite_) throw Error(kExitCantCreate, "output exists", final_, "use --force to replace it");
+  }
+  remove_stale(final_);
+  if (sodium_init() < 0) throw Error(kExitSoftware, "libsodium failed to initialise");
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    char rnd[9];
+    std::snprintf(rnd, sizeof rnd, "%08x", randombytes_random());
+    std::string dir = dirname_of(final_);
+    temp_ = dir + "/." + basename_of(final_) + ".fedseg-tmp-" + host_tag() + "-" +
+            std::to_string(::getpid()) + "-" + rnd;
+    slot_ = register_temp(temp_);
+    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd_ >= 0) return;
+    int e = errno;
+    unregister_temp(slot_);
+    slot_ = -1;
+    if (e != EEXIST) throw_errno(kExitCantCreate, "cannot create output", final_, e);
+  }
+  throw Error(kExitCantCreate, "cannot create output", final_, "no free temp name");
+}
+
+AtomicFile::~AtomicFile() {
+  if (!done_) discard();
+}
+
+void AtomicFile::write(const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd_, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(kExitIoErr, "cannot write", final_, errno);
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFile::commit() {
+  if (done_) throw Error(kExitSoftware, "output committed twice", final_);
+  // Sync through a fresh descriptor too: another library (HDF5) may have written
+  // the file through its own.
+  int fd = ::open(temp_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno(kExitIoErr, "temp file vanished", temp_, errno);
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw_errno(kExitIoErr, "cannot sync", final_, e);
+  }
+  ::close(fd);
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!overwrite_) {
+    if (::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) throw Error(kExitCantCreate, "output exists", final_, "another writer created it meanwhile");
+      if (errno != EINVAL && errno != ENOSYS) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
+      // Filesystem without RENAME_NOREPLACE: check, then plain rename.
+      if (path_exists(final_)) throw Error(kExitCantCreate, "output exists", final_, "use --force to replace it");
+      if (::rename(temp_.c_str(), final_.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
+    }
+  } else if (::rename(temp_.c_str(), final_.c_str()) != 0) {
+    throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
+  }
+  done_ = true;
+  unregister_temp(slot_);
+  slot_ = -1;
+  fsync_dir(dirname_of(final_));
+}
+
+void AtomicFile::discard() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!done_) ::unlink(temp_.c_str());
+  done_ = true;
+  unregister_temp(slot_);
+  slot_ = -1;
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes, bool overwrite, unsigned mode) {
+  AtomicFile f(path, overwrite, mode);
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
+
+std::string read_file(const std::string& path, size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno(errno == ENOENT ? kExitNoInput : (errno == EACCES ? kExitNoInput : kExitIoErr),
+                          "cannot open", path, errno);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      throw_errno(e == EISDIR ? kExitNoInput : kExitIoErr, "cannot read", path, e);
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+      ::close(fd);
+      throw Error(kExitDataErr, "file too large", path, "more than " + std::to_string(max_bytes) + " bytes");
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace fedseg

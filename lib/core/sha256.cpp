@@ -1,0 +1,72 @@
+#include "core/sha256.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "core/error.h"
+
+namespace fedseg {
+
+std::string to_hex(const void* data, size_t size) {
+  static const char* digits = "0123456789abcdef";
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::string out(size * 2, '0');
+  for (size_t i = 0; i < size; ++i) {
+    out[2 * i] = digits[p[i] >> 4];
+    out[2 * i + 1] = digits[p[i] & 15];
+  }
+  return out;
+}
+
+Sha256::Sha256() {
+  if (sodium_init() < 0) throw Error(kExitSoftware, "libsodium failed to initialise");
+  crypto_hash_sha256_init(&st_);
+}
+
+void Sha256::update(const void* data, size_t size) {
+  crypto_hash_sha256_update(&st_, static_cast<const unsigned char*>(data), size);
+}
+
+std::string Sha256::digest() {
+  if (done_) throw Error(kExitSoftware, "sha256 finished twice");
+  done_ = true;
+  unsigned char out[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256_final(&st_, out);
+  return std::string(reinterpret_cast<char*>(out), sizeof out);
+}
+
+std::string Sha256::hex() {
+  std::string d = digest();
+  return to_hex(d.data(), d.size());
+}
+
+std::string sha256_hex(const void* data, size_t size) {
+  Sha256 h;
+  h.update(data, size);
+  return h.hex();
+}
+
+std::string sha256_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno(errno == ENOENT || errno == EACCES ? kExitNoInput : kExitIoErr, "cannot open", path, errno);
+  Sha256 h;
+  std::vector<unsigned char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      throw_errno(kExitIoErr, "cannot read", path, e);
+    }
+    if (n == 0) break;
+    h.update(buf.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return h.hex();
+}
+
+}  // namespace fedseg

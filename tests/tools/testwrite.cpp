@@ -1,0 +1,85 @@
+// fedseg-testwrite (tests only, not installed): writes a fedseg HDF5 file whose
+// values follow a documented formula, so that independent readers (h5py, h5dump)
+// can check them, and slowly if asked, so that tests can kill it mid-write.
+//   element i of tensor k: float types  ((i*7 + k*13) % 1000) * 0.25 - 100
+//                          integer types (i*7 + k*13) % 100
+#include <unistd.h>
+
+#include <memory>
+
+#include "core/tool.h"
+#include "h5/tensor_file.h"
+
+namespace fedseg::tools {
+namespace {
+
+struct Options {
+  std::string out;
+  std::string kind = "global";
+  int64_t format = h5::kFormatVersion;
+  int tensors = 3;
+  std::vector<uint64_t> shape{4, 5, 6};
+  std::string dtype = "float32";
+  int slow_ms = 0;
+  bool no_schema = false;
+  bool nan = false;
+  bool contiguous = false;
+};
+
+int run(const Options& o, const ToolContext& ctx) {
+  auto dt = h5::dtype_from_name(o.dtype);
+  if (!dt) throw Error(kExitUsage, "unknown dtype", o.dtype);
+  h5::Output out(o.out, o.kind, ctx.program() + " " + kVersion, "{\"test\":true}", ctx.force());
+  h5::File& f = out.file();
+  if (o.no_schema) {
+    f.set_attr("/", "fedseg_format", std::string("none"));
+  } else {
+    f.set_attr("/", "fedseg_format", o.format);
+  }
+  f.set_attr("/", "federation", std::string("test-fed"));
+  f.set_attr("/", "round", int64_t{3});
+  uint64_t n = h5::numel(o.shape);
+  h5::WriteOptions wo;
+  wo.compress = !o.contiguous;
+  for (int k = 0; k < o.tensors; ++k) {
+    std::string name = "params/t" + std::to_string(k);
+    if (h5::dtype_is_float(*dt)) {
+      std::vector<double> v(n);
+      for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<double>((i * 7 + static_cast<uint64_t>(k) * 13) % 1000) * 0.25 - 100;
+      if (o.nan && n > 0) v[n / 2] = std::nan("");
+      f.write(name, *dt, o.shape, v.data(), h5::DType::f64, wo);
+    } else {
+      std::vector<int64_t> v(n);
+      for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<int64_t>((i * 7 + static_cast<uint64_t>(k) * 13) % 100);
+      f.write(name, *dt, o.shape, v.data(), h5::DType::i64, wo);
+    }
+    if (o.slow_ms > 0) ::usleep(static_cast<useconds_t>(o.slow_ms) * 1000);
+  }
+  out.commit();
+  return kExitOk;
+}
+
+}  // namespace
+
+const ToolDef& testwrite() {
+  static const ToolDef def{
+      {"testwrite", "write a fedseg HDF5 file with known values (tests only)", "-o FILE", "For tests.", {}, {}, {}, "", {}},
+      [](CLI::App& app) -> RunFn {
+        auto o = std::make_shared<Options>();
+        app.add_option("-o", o->out, "output file")->required();
+        app.add_option("--kind", o->kind, "kind attribute");
+        app.add_option("--format", o->format, "fedseg_format attribute");
+        app.add_option("--tensors", o->tensors, "number of tensors");
+        app.add_option("--shape", o->shape, "tensor shape")->delimiter(',');
+        app.add_option("--dtype", o->dtype, "stored dtype");
+        app.add_option("--slow-ms", o->slow_ms, "sleep after each tensor");
+        app.add_flag("--no-schema", o->no_schema, "write fedseg_format as a string (not a fedseg file)");
+        app.add_flag("--nan", o->nan, "put a NaN in each float tensor");
+        app.add_flag("--contiguous", o->contiguous, "no chunking or compression");
+        return [o](const ToolContext& ctx) { return run(*o, ctx); };
+      },
+  };
+  return def;
+}
+
+}  // namespace fedseg::tools
