@@ -5,7 +5,10 @@
 //                          integer types (i*7 + k*13) % 100
 #include <unistd.h>
 
+#include <cstring>
 #include <memory>
+
+#include "core/atomic_file.h"
 
 #include "core/tool.h"
 #include "h5/tensor_file.h"
@@ -24,6 +27,7 @@ struct Options {
   bool no_schema = false;
   bool nan = false;
   bool contiguous = false;
+  std::string from_f32;  // raw little-endian float32 values for one 1-D tensor "values"
 };
 
 int run(const Options& o, const ToolContext& ctx) {
@@ -38,6 +42,12 @@ int run(const Options& o, const ToolContext& ctx) {
   }
   f.set_attr("/", "federation", std::string("test-fed"));
   f.set_attr("/", "round", int64_t{3});
+  if (!o.from_f32.empty()) {
+    std::string raw = read_file(o.from_f32);
+    std::vector<float> v(raw.size() / 4);
+    std::memcpy(v.data(), raw.data(), v.size() * 4);
+    f.write("values", *dt, {v.size()}, v.data(), h5::DType::f32);
+  }
   uint64_t n = h5::numel(o.shape);
   h5::WriteOptions wo;
   wo.compress = !o.contiguous;
@@ -75,6 +85,7 @@ const ToolDef& testwrite() {
         app.add_option("--slow-ms", o->slow_ms, "sleep after each tensor");
         app.add_flag("--no-schema", o->no_schema, "write fedseg_format as a string (not a fedseg file)");
         app.add_flag("--nan", o->nan, "put a NaN in each float tensor");
+        app.add_option("--from-f32", o->from_f32, "also write tensor 'values' from raw float32 in this file");
         app.add_flag("--contiguous", o->contiguous, "no chunking or compression");
         return [o](const ToolContext& ctx) { return run(*o, ctx); };
       },
