@@ -578,6 +578,26 @@ std::map<std::string, Attr> File::attrs(const std::string& obj) const {
   return out;
 }
 
+namespace {
+// Creates the missing groups above `name` without modification times, so that the
+// same content gives the same bytes (intermediate groups made by HDF5 itself would
+// carry the creation time).
+void ensure_parent_groups(hid_t file, const std::string& name) {
+  std::string rest = unslash(name);
+  size_t pos = 0;
+  while ((pos = rest.find('/', pos)) != std::string::npos) {
+    std::string g = "/" + rest.substr(0, pos);
+    ++pos;
+    htri_t e = H5Lexists(file, g.c_str(), H5P_DEFAULT);
+    if (e > 0) continue;
+    Hid gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    H5Pset_obj_track_times(gcpl.get(), false);
+    Hid gid(H5Gcreate2(file, g.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
+    if (!gid.ok()) throw Error(kExitIoErr, "cannot create group '" + g + "'", "", h5_reason("H5Gcreate failed"));
+  }
+}
+}  // namespace
+
 void File::write(const std::string& name, DType stored, const Shape& shape, const void* data, DType mem,
                  const WriteOptions& opts) {
   quiet();
@@ -604,6 +624,7 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
     unsigned level = static_cast<unsigned>(std::max(1, opts.zstd_level));
     if (H5Pset_filter(dcpl.get(), FEDSEG_H5Z_FILTER_ZSTD, H5Z_FLAG_MANDATORY, 1, &level) < 0) throw fail("zstd filter");
   }
+  ensure_parent_groups(id_, name);
   Hid ds(H5Dcreate2(id_, slash(name).c_str(), le_type(stored), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
          H5Dclose);
   if (!ds.ok()) throw fail("H5Dcreate failed");
@@ -764,6 +785,15 @@ void File::read_slab(const std::string& name, const Shape& start, const Shape& c
     throw Error(kExitSoftware, "slab outside tensor '" + unslash(name) + "' in", path_, h5_reason("hyperslab"));
   if (H5Dread(ds.get(), le_type(mem), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0)
     throw Error(kExitDataErr, "cannot read tensor '" + unslash(name) + "' in", path_, "corrupt data: " + h5_reason("H5Dread failed"));
+}
+
+void File::copy_from(const File& src, const std::string& name) {
+  quiet();
+  Hid lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  if (H5Ocopy(src.id_, slash(name).c_str(), id_, slash(name).c_str(), H5P_DEFAULT, lcpl.get()) < 0)
+    throw Error(kExitIoErr, "cannot copy '" + unslash(name) + "' from '" + src.path_ + "' to", path_,
+                h5_reason("H5Ocopy failed"));
 }
 
 // ---------------------------------------------------------------- Output

@@ -136,6 +136,10 @@ class File {
     read(name, dtype_of<T>(), v.data(), v.size() * sizeof(T));
     return v;
   }
+  // Copies a tensor or group (with attributes) from another open file, creating
+  // intermediate groups. Used to carry unchanged parts into a rewritten file.
+  void copy_from(const File& src, const std::string& name);
+
   // Reads the box [start, start+count) converted to `mem`.
   void read_slab(const std::string& name, const Shape& start, const Shape& count, DType mem, void* out) const;
 
