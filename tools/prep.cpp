@@ -30,7 +30,7 @@ struct Options {
   std::vector<double> clip;
   std::string dtype = "float16";
   bool require_label = false;
-  int zstd_level = 3;
+  int zstd_level = 1;  // as small as level 3 on shuffled float16 volumes (0.14 % larger), a quarter faster
 };
 
 // Runs fn(i) for i in [0, n) on `threads` workers.
@@ -102,6 +102,7 @@ int run(const Options& o, const ToolContext& ctx) {
     po.clip_high = o.clip[1];
   }
   po.require_label = o.require_label;
+  po.float16 = *dtype == h5::DType::f16;
   const nlohmann::json options = {{"scheme", scheme},     {"spacing", o.spacing},           {"resample", po.resample},
                                   {"margin", o.margin},   {"clip_percentiles", o.clip},     {"dtype", o.dtype},
                                   {"val_fraction", o.val_fraction}};
@@ -216,7 +217,10 @@ int run(const Options& o, const ToolContext& ctx) {
       const uint64_t X = static_cast<uint64_t>(c.shape[0]), Y = static_cast<uint64_t>(c.shape[1]),
                      Z = static_cast<uint64_t>(c.shape[2]);
       wo.chunks = {1, std::min<uint64_t>(Z, 64), std::min<uint64_t>(Y, 64), std::min<uint64_t>(X, 64)};
-      f.write(group + "/image", *dtype, {4, Z, Y, X}, c.image.data(), h5::DType::f32, wo);
+      if (po.float16)
+        f.write(group + "/image", h5::DType::f16, {4, Z, Y, X}, c.image16.data(), h5::DType::f16, wo);
+      else
+        f.write(group + "/image", h5::DType::f32, {4, Z, Y, X}, c.image.data(), h5::DType::f32, wo);
       if (!c.label.empty()) {
         wo.chunks = {std::min<uint64_t>(Z, 64), std::min<uint64_t>(Y, 64), std::min<uint64_t>(X, 64)};
         f.write(group + "/label", h5::DType::u8, {Z, Y, X}, c.label.data(), h5::DType::u8, wo);

@@ -1,5 +1,6 @@
 #include "core/tool.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -210,6 +211,11 @@ void ToolContext::emit_json(nlohmann::json doc) const {
 int run_tool(const ToolDef& def, const std::vector<std::string>& args) { return run_parsed(def, args); }
 
 int tool_main(int argc, char** argv, const ToolDef& def) {
+  // Tools work case by case on buffers of tens of megabytes. glibc serves those
+  // with fresh mmaps and returns them on free, so every case paid page faults
+  // and zero-filling again (most of fedseg-prep's time). Keep freed memory for reuse.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   std::vector<std::string> args(argv + 1, argv + argc);
   int rc = run_parsed(def, std::move(args));
   std::cout.flush();

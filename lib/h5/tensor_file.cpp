@@ -12,6 +12,8 @@
 #include <limits>
 #include <mutex>
 
+#include "core/buffer.h"
+#include "core/half.h"
 #include "core/error.h"
 #include "core/sha256.h"
 #include "h5/zstd_filter.h"
@@ -182,54 +184,6 @@ Shape auto_chunks(const Shape& shape, size_t esize) {
   }
   for (auto& v : c) v = std::max<uint64_t>(v, 1);
   return c;
-}
-
-float half_to_float(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {  // subnormal
-      int e = -1;
-      do {
-        ++e;
-        man <<= 1;
-      } while ((man & 0x400) == 0);
-      bits = sign | ((127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-// IEEE binary16 with round-to-nearest-even (HDF5's own conversion truncates,
-// which would bias fp16 updates towards zero).
-uint16_t float_to_half(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t absx = x & 0x7fffffffu;
-  if (absx >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
-  if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (absx < 0x38800000u) {  // result is subnormal or zero
-    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);  // below half of the smallest subnormal
-    uint32_t man = (absx & 0x7fffffu) | 0x800000u;
-    int shift = 126 - static_cast<int>(absx >> 23);  // 14..24
-    uint32_t h = man >> shift;
-    uint32_t rem = man & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (h & 1u))) ++h;
-    return static_cast<uint16_t>(sign | h);
-  }
-  uint32_t h = ((absx - 0x38000000u) >> 13);
-  uint32_t rem = absx & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return static_cast<uint16_t>(sign | h);
 }
 
 }  // namespace
@@ -630,7 +584,7 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
   if (!ds.ok()) throw fail("H5Dcreate failed");
   if (n == 0) return;
   if (stored == DType::f16 && (mem == DType::f32 || mem == DType::f64)) {
-    std::vector<uint16_t> half(n);
+    RawVector<uint16_t> half(n);
     for (uint64_t i = 0; i < n; ++i)
       half[i] = float_to_half(mem == DType::f32 ? static_cast<const float*>(data)[i]
                                                 : static_cast<float>(static_cast<const double*>(data)[i]));

@@ -77,17 +77,20 @@ static size_t zstd_filter(unsigned int flags, size_t cd_nelmts, const unsigned i
   size_t bound = ZSTD_compressBound(nbytes);
   void* out = malloc(bound);
   if (!out) return 0;
-  /* A content checksum in every frame: a flipped bit in a stored chunk fails the
-   * read instead of decoding to wrong values. */
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  /* One compression context per thread, reused across chunks: creating one per
+   * chunk allocated (and page-faulted) its tables again every time. */
+  static _Thread_local ZSTD_CCtx* cctx = NULL;
+  if (!cctx) cctx = ZSTD_createCCtx();
   if (!cctx) {
     free(out);
     return 0;
   }
+  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  /* A content checksum in every frame: a flipped bit in a stored chunk fails the
+   * read instead of decoding to wrong values. */
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
   size_t r = ZSTD_compress2(cctx, out, bound, *buf, nbytes);
-  ZSTD_freeCCtx(cctx);
   if (ZSTD_isError(r)) {
     free(out);
     return 0;

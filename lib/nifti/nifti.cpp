@@ -210,7 +210,8 @@ class Source {
 
   // Decoded bytes [0, n) into out (resized to n, then to what was available).
   // Never allocates more than n. Throws 65 on corrupt gzip data before n bytes.
-  void read_prefix(uint64_t n, std::vector<unsigned char>& out) {
+  template <class Vec>
+  void read_prefix(uint64_t n, Vec& out) {
     if (n > max_decoded()) n = max_decoded();
     out.resize(static_cast<size_t>(n));
     uint64_t got = 0;
@@ -697,11 +698,16 @@ void read_data(Source& src, uint64_t off, uint64_t n, Image& img, std::vector<un
   }
 }
 
-Image read_impl(Source& hsrc, const std::string& display, const ReadOptions& opts, bool from_memory) {
+Image read_impl(Source& hsrc, const std::string& display, const ReadOptions& opts, bool from_memory,
+                RawVector<unsigned char>* reuse = nullptr) {
   std::vector<unsigned char> hb;
   hsrc.read_prefix(kV2Size + 4, hb);
   Parsed p = parse_header(display, hb);
   Image img;
+  if (reuse) {
+    img.raw = std::move(*reuse);  // keep its capacity: no new allocation
+    img.raw.clear();
+  }
   img.header = p.h;
   img.datatype = p.h.datatype;
   for (int i = 1; i <= p.h.dim[0]; ++i) img.shape.push_back(p.h.dim[i]);
@@ -1016,7 +1022,7 @@ void mat44_to_quatern(const Affine& m, Header& h) {
 // Compresses [header | data] as gzip members of at most kMember input bytes, so that
 // the memory used stays bounded for huge images (multi-member gzip is standard and
 // read by zlib, Python's gzip module, nibabel and nifti_clib).
-void write_gzip(AtomicFile& out, const std::vector<unsigned char>& hdr, const std::vector<unsigned char>& data, int level) {
+void write_gzip(AtomicFile& out, const std::vector<unsigned char>& hdr, const RawVector<unsigned char>& data, int level) {
   constexpr size_t kMember = size_t(64) << 20;
   level = std::clamp(level, 0, 12);
   std::unique_ptr<libdeflate_compressor, void (*)(libdeflate_compressor*)> c(libdeflate_alloc_compressor(level),
@@ -1054,24 +1060,28 @@ int64_t Image::voxels() const {
 }
 
 std::vector<float> Image::to_float() const {
+  std::vector<float> out(raw.size() / datatype_size(datatype));
+  to_float(out.data());
+  return out;
+}
+
+void Image::to_float(float* dst) const {
   const size_t n = raw.size() / datatype_size(datatype);
-  std::vector<float> out(n);
   const double slope = header.scl_slope, inter = header.scl_inter;
   const bool scaled = slope != 0 && std::isfinite(slope) && std::isfinite(inter) && !(slope == 1 && inter == 0);
   const unsigned char* s = raw.data();
   switch (datatype) {
-    case DataType::u8: scale_to_float<uint8_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::i8: scale_to_float<int8_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::i16: scale_to_float<int16_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::u16: scale_to_float<uint16_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::i32: scale_to_float<int32_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::u32: scale_to_float<uint32_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::i64: scale_to_float<int64_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::u64: scale_to_float<uint64_t>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::f32: scale_to_float<float>(s, n, out.data(), scaled, slope, inter); break;
-    case DataType::f64: scale_to_float<double>(s, n, out.data(), scaled, slope, inter); break;
+    case DataType::u8: scale_to_float<uint8_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::i8: scale_to_float<int8_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::i16: scale_to_float<int16_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::u16: scale_to_float<uint16_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::i32: scale_to_float<int32_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::u32: scale_to_float<uint32_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::i64: scale_to_float<int64_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::u64: scale_to_float<uint64_t>(s, n, dst, scaled, slope, inter); break;
+    case DataType::f32: scale_to_float<float>(s, n, dst, scaled, slope, inter); break;
+    case DataType::f64: scale_to_float<double>(s, n, dst, scaled, slope, inter); break;
   }
-  return out;
 }
 
 // Float data is accepted only when every value is an exact integer in 0..255 (some
@@ -1115,6 +1125,16 @@ Image read(const std::string& path, const ReadOptions& opts) {
   Source src(hdr_path);
   Image img = read_impl(src, hdr_path, opts, false);
   return img;
+}
+
+void read(const std::string& path, Image& into, const ReadOptions& opts) {
+  std::string stem, ext, gz;
+  split_name(path, stem, ext, gz);
+  std::string hdr_path = path;
+  if (lower(ext) == ".img") hdr_path = find_partner(path, false);
+  Source src(hdr_path);
+  RawVector<unsigned char> buffer = std::move(into.raw);
+  into = read_impl(src, hdr_path, opts, false, &buffer);
 }
 
 Image read_bytes(const std::string& name, const unsigned char* data, size_t size, const ReadOptions& opts) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "core/buffer.h"
+
 namespace fedseg::nifti {
 
 // Voxel types fedseg reads (NIfTI datatype codes 2, 256, 4, 512, 8, 768, 1024, 1280, 16, 64).
@@ -46,11 +48,13 @@ struct Image {
   bool qform_sform_disagree = false;  // both set and differ by more than 1e-3 mm
   // Voxels as stored, converted to host byte order, unscaled.
   DataType datatype = DataType::f32;
-  std::vector<unsigned char> raw;
+  RawVector<unsigned char> raw;
 
   int64_t voxels() const;
   // Scaled values (y = slope*x + inter when slope is finite and non-zero), one pass.
   std::vector<float> to_float() const;
+  // The same into out, which must hold voxels() values (no allocation).
+  void to_float(float* out) const;
   // A label map: integer values 0..255, no scaling (slope 0 or 1, inter 0), else Error 65
   // naming `path` and the problem.
   std::vector<uint8_t> to_labels(const std::string& path) const;
@@ -65,6 +69,9 @@ struct ReadOptions {
 // Reads path (.nii, .nii.gz, .hdr or .img of a pair; gzip detected by magic bytes,
 // multi-member streams too). Warns (fedseg::log) when qform and sform disagree.
 Image read(const std::string& path, const ReadOptions& opts = {});
+// The same into an existing image, reusing the capacity of into.raw (batch readers
+// keep one image per worker so that large buffers are not allocated per file).
+void read(const std::string& path, Image& into, const ReadOptions& opts = {});
 
 // Reads a single-file image (.nii or .nii.gz bytes) from memory; `name` is used in
 // error messages only. A .hdr/.img pair (magic ni1/ni2) is Error 65 here. Used by

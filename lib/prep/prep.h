@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/buffer.h"
+
 namespace fedseg::prep {
 
 // Channel order of every dataset image.
@@ -47,14 +49,16 @@ struct Options {
   double clip_low = -1, clip_high = -1;  // percentiles (0..100) or -1: no clipping
   double affine_tolerance = 1e-3;  // mm: modalities must share the grid within this
   bool require_label = false;
+  bool float16 = true;             // images as IEEE half (Case::image16), else float32 (Case::image)
 };
 
 // A preprocessed case, ready to be written.
 struct Case {
   std::string id;
   std::array<int64_t, 3> shape{};   // stored grid (x, y, z) after crop
-  std::vector<float> image;         // 4 channels, each z-major (C, Z, Y, X order)
-  std::vector<uint8_t> label;       // (Z, Y, X) region bits; empty without label
+  RawVector<float> image;           // 4 channels, each z-major (C, Z, Y, X order), float32 ...
+  RawVector<uint16_t> image16;      // ... or float16 bits (Options::float16): one is empty
+  RawVector<uint8_t> label;         // (Z, Y, X) region bits; empty without label
   nlohmann::json attrs;             // provenance and geometry (see prep.cpp)
   nlohmann::json sanity;            // intensity ranges, negatives, non-finite, label volumes
   std::vector<std::string> warnings;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "core/sha256.h"
 #include "nifti/nifti.h"
 #include "prep/prep.h"
@@ -127,9 +128,9 @@ void gather(const T* src, const Grid& g, const Orientation& o, const std::array<
 
 // Trilinear (images) or nearest (labels) resampling of a canonical volume.
 template <class T>
-std::vector<T> resample(const std::vector<T>& in, const Grid& g, const Grid& out_g, const std::array<double, 3>& f,
+RawVector<T> resample(const RawVector<T>& in, const Grid& g, const Grid& out_g, const std::array<double, 3>& f,
                         bool nearest) {
-  std::vector<T> out(static_cast<size_t>(out_g.voxels()));
+  RawVector<T> out(static_cast<size_t>(out_g.voxels()));
   auto coord = [&](int a, int64_t r, int64_t& i0, double& w) {
     double c = (static_cast<double>(r) + 0.5) * f[a] - 0.5;
     c = std::min(std::max(c, 0.0), static_cast<double>(g.n[a] - 1));
@@ -214,15 +215,20 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   if (opts.require_label && files.label.empty())
     throw Error(kExitDataErr, "no label file (seg)");
 
-  // Read and validate the grid.
-  std::array<std::vector<float>, 4> ch;
+  // Read and validate the grid. The big buffers are kept per thread and reused
+  // from case to case: allocating them afresh cost more page faults than the work.
+  thread_local std::array<nifti::Image, 5> images;
+  thread_local std::array<RawVector<float>, 4> ch;
+  thread_local RawVector<uint8_t> labels;
+  labels.clear();
   Grid g;
   nifti::Affine A{};
   nlohmann::json sources = nlohmann::json::array();
   nlohmann::json sanity = nlohmann::json::object();
   for (size_t c = 0; c < 4; ++c) {
     const std::string& path = files.images[c];
-    nifti::Image img = nifti::read(path);
+    nifti::Image& img = images[c];
+    nifti::read(path, img);
     int64_t extra = 1;
     for (size_t d = 3; d < img.shape.size(); ++d) extra *= img.shape[d];
     if (img.shape.size() < 3 || extra != 1)
@@ -240,20 +246,22 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
       if (d > opts.affine_tolerance)
         throw Error(kExitDataErr, "grid differs from t1's", path, "affines differ by " + std::to_string(d) + " mm");
     }
-    ch[c] = img.to_float();
+    ch[c].resize(static_cast<size_t>(img.voxels()));
+    img.to_float(ch[c].data());
     sources.push_back({{"role", kChannels[c]}, {"path", path}, {"sha256", c < sha256.size() ? sha256[c] : ""}});
   }
   const size_t nvox = static_cast<size_t>(g.voxels());
 
-  std::vector<uint8_t> labels;
   if (!files.label.empty()) {
-    nifti::Image limg = nifti::read(files.label);
+    nifti::Image& limg = images[4];
+    nifti::read(files.label, limg);
     if (limg.shape.size() < 3 || limg.shape[0] != g.n[0] || limg.shape[1] != g.n[1] || limg.shape[2] != g.n[2])
       throw Error(kExitDataErr, "grid differs from t1's", files.label, "label shape differs");
     double d = affine_distance(limg.affine, A);
     if (d > opts.affine_tolerance)
       throw Error(kExitDataErr, "grid differs from t1's", files.label, "affines differ by " + std::to_string(d) + " mm");
-    labels = limg.to_labels(files.label);
+    std::vector<uint8_t> l = limg.to_labels(files.label);
+    labels.assign(l.begin(), l.end());
     std::array<uint64_t, 256> counts{};
     for (uint8_t v : labels) ++counts[v];
     for (int v = 0; v < 256; ++v)
@@ -304,12 +312,12 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
     if (differs) {
       std::array<int64_t, 3> zero{0, 0, 0};
       for (auto& c : ch) {
-        std::vector<float> can(nvox);
+        RawVector<float> can(nvox);
         gather(c.data(), g, o, zero, cg.n, can.data(), [](float v) { return v; });
         c = resample(can, cg, rg, f, false);
       }
       if (!labels.empty()) {
-        std::vector<uint8_t> can(nvox);
+        RawVector<uint8_t> can(nvox);
         gather(labels.data(), g, o, zero, cg.n, can.data(), [](uint8_t v) { return v; });
         labels = resample(can, cg, rg, f, true);
       }
@@ -412,14 +420,20 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
     out.shape[static_cast<size_t>(a)] = hi[a] - lo[a];
   }
   const size_t ncrop = static_cast<size_t>(out.shape[0] * out.shape[1] * out.shape[2]);
-  out.image.resize(4 * ncrop);
+  // Reorient, crop, normalise and (for float16) convert in one pass.
+  if (opts.float16)
+    out.image16.resize(4 * ncrop);
+  else
+    out.image.resize(4 * ncrop);
   for (size_t c = 0; c < 4; ++c) {
     const float m = static_cast<float>(mean[c]);
     const float inv = static_cast<float>(1.0 / sd[c]);
-    gather(ch[c].data(), g, o, lo, hi, out.image.data() + c * ncrop,
-           [m, inv](float v) { return v == 0 ? 0.0f : (v - m) * inv; });
-    ch[c].clear();
-    ch[c].shrink_to_fit();
+    if (opts.float16)
+      gather(ch[c].data(), g, o, lo, hi, out.image16.data() + c * ncrop,
+             [m, inv](float v) { return v == 0 ? uint16_t(0) : float_to_half((v - m) * inv); });
+    else
+      gather(ch[c].data(), g, o, lo, hi, out.image.data() + c * ncrop,
+             [m, inv](float v) { return v == 0 ? 0.0f : (v - m) * inv; });
   }
   if (!labels.empty()) {
     out.label.resize(ncrop);

@@ -125,6 +125,7 @@ TEST(PrepCase, ReorientCropNormaliseLabels) {
   CaseFiles files = write_case(d, {1, 1, 1});
   Options o;
   o.margin = 1;
+  o.float16 = false;
   Case c = process_case(files, {}, o);
   // Brain box x 5..14, y 4..11, z 3..8 in LPS voxels; RAS flips x and y.
   EXPECT_EQ(c.attrs["crop_box"], (std::vector<int64_t>{19 - 15, 15 - 12, 2, 19 - 4 + 1, 15 - 3 + 1, 10}));
