@@ -361,43 +361,77 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   uint64_t negatives_total = 0, nonfinite_total = 0;
   for (size_t c = 0; c < 4; ++c) {
     const float* p = ch[c].data();
-    double s = 0, s2 = 0, mn = INFINITY, mx = -INFINITY;
-    uint64_t n = 0, neg = 0, bad = 0;
+    // Sums in kLanes independent double lanes so that the compiler vectorises the
+    // loop (a single accumulator serialises on its dependency chain). Zeros add
+    // nothing to the sums; the non-zero count, negatives and min/max are masked.
+    constexpr int kLanes = 8;
+    double s[kLanes] = {}, s2[kLanes] = {}, cnt[kLanes] = {}, negs[kLanes] = {};
+    float mnl[kLanes], mxl[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      mnl[l] = INFINITY;
+      mxl[l] = -INFINITY;
+    }
     for (int64_t z = 0; z < g.n[2]; ++z) {
       for (int64_t y = 0; y < g.n[1]; ++y) {
         const float* row = p + (z * g.n[1] + y) * g.n[0];
-        int64_t first = -1, last = -1;
-        for (int64_t x = 0; x < g.n[0]; ++x) {
-          float v = row[x];
-          if (v == 0) continue;
-          if (!std::isfinite(v)) {
-            ++bad;
-            continue;
+        const int64_t nx = g.n[0];
+        int64_t first = 0;
+        while (first < nx && row[first] == 0) ++first;
+        if (first == nx) continue;
+        int64_t last = nx - 1;
+        while (row[last] == 0) --last;
+        blo[0] = std::min(blo[0], first);
+        bhi[0] = std::max(bhi[0], last);
+        blo[1] = std::min(blo[1], y);
+        bhi[1] = std::max(bhi[1], y);
+        blo[2] = std::min(blo[2], z);
+        bhi[2] = std::max(bhi[2], z);
+        int64_t x = first;
+        for (; x + kLanes <= last + 1; x += kLanes) {
+          for (int l = 0; l < kLanes; ++l) {
+            const float v = row[x + l];
+            const double dv = v;
+            const bool nz = v != 0;
+            s[l] += dv;
+            s2[l] += dv * dv;
+            cnt[l] += nz ? 1.0 : 0.0;
+            negs[l] += v < 0 ? 1.0 : 0.0;
+            mnl[l] = nz && v < mnl[l] ? v : mnl[l];
+            mxl[l] = nz && v > mxl[l] ? v : mxl[l];
           }
-          if (first < 0) first = x;
-          last = x;
-          double dv = v;
-          s += dv;
-          s2 += dv * dv;
-          ++n;
-          neg += v < 0;
-          mn = std::min(mn, dv);
-          mx = std::max(mx, dv);
         }
-        if (first >= 0) {
-          blo[0] = std::min(blo[0], first);
-          bhi[0] = std::max(bhi[0], last);
-          blo[1] = std::min(blo[1], y);
-          bhi[1] = std::max(bhi[1], y);
-          blo[2] = std::min(blo[2], z);
-          bhi[2] = std::max(bhi[2], z);
+        for (; x <= last; ++x) {
+          const float v = row[x];
+          s[0] += v;
+          s2[0] += static_cast<double>(v) * v;
+          cnt[0] += v != 0 ? 1.0 : 0.0;
+          negs[0] += v < 0 ? 1.0 : 0.0;
+          if (v != 0) {
+            mnl[0] = std::min(mnl[0], v);
+            mxl[0] = std::max(mxl[0], v);
+          }
         }
       }
     }
+    double sum = 0, sum2 = 0, nd = 0, negd = 0, mn = INFINITY, mx = -INFINITY;
+    for (int l = 0; l < kLanes; ++l) {
+      sum += s[l];
+      sum2 += s2[l];
+      nd += cnt[l];
+      negd += negs[l];
+      mn = std::min(mn, static_cast<double>(mnl[l]));
+      mx = std::max(mx, static_cast<double>(mxl[l]));
+    }
+    const uint64_t n = static_cast<uint64_t>(nd), neg = static_cast<uint64_t>(negd);
+    // NaN or infinity anywhere makes the sums non-finite: count them only then.
+    uint64_t bad = 0;
+    if (!std::isfinite(sum) || !std::isfinite(sum2))
+      for (size_t k = 0; k < nv; ++k) bad += !std::isfinite(p[k]);
+    const double s_total = sum, s2_total = sum2;
     if (bad) throw Error(kExitDataErr, "non-finite values", files.images[c], std::to_string(bad) + " voxels are NaN or infinite");
     if (n == 0) throw Error(kExitDataErr, "empty image", files.images[c], "every voxel is zero");
-    mean[c] = s / static_cast<double>(n);
-    double var = std::max(0.0, s2 / static_cast<double>(n) - mean[c] * mean[c]);
+    mean[c] = s_total / static_cast<double>(n);
+    double var = std::max(0.0, s2_total / static_cast<double>(n) - mean[c] * mean[c]);
     sd[c] = std::max(std::sqrt(var), 1e-8);
     negatives_total += neg;
     nonfinite_total += bad;
