@@ -19,8 +19,7 @@ profiles=(standard lowfield highres)
 if have synth; then
   for i in 0 1 2; do
     step "${sites[$i]}: synthesise a cohort (profile ${profiles[$i]})"
-    fedseg-synth -o "${sites[$i]}/cohort" --cases 4 --shape 64,64,48 --seed $((100 + i)) --profile "${profiles[$i]}" \
-      --prefix "${sites[$i]^^}" || fedseg-synth -o "${sites[$i]}/cohort" --cases 4 --shape 64,64,48 --seed $((100 + i))
+    fedseg-synth -o "${sites[$i]}/cohort" --cases 4 --shape 64,64,48 --seed $((100 + i)) --profile "${profiles[$i]}"
   done
 else
   missing+=("fedseg-synth (issue 3)")

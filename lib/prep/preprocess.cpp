@@ -246,8 +246,6 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
       if (d > opts.affine_tolerance)
         throw Error(kExitDataErr, "grid differs from t1's", path, "affines differ by " + std::to_string(d) + " mm");
     }
-    ch[c].resize(static_cast<size_t>(img.voxels()));
-    img.to_float(ch[c].data());
     sources.push_back({{"role", kChannels[c]}, {"path", path}, {"sha256", c < sha256.size() ? sha256[c] : ""}});
   }
   const size_t nvox = static_cast<size_t>(g.voxels());
@@ -298,9 +296,21 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   }
   Mat4 to_source = T;  // stored-grid index -> source index (crop added below)
 
+  // Resampling and clipping work on float copies; otherwise the statistics and the
+  // output pass read the stored voxels directly (no float copy of the volumes).
+  bool need_resample = false;
+  for (int a = 0; a < 3 && opts.resample; ++a) need_resample |= std::fabs(sp[a] - opts.spacing[a]) > 1e-3;
+  const bool clipping = opts.clip_low >= 0 && opts.clip_high > opts.clip_low;
+  const bool as_float = need_resample || clipping;
+  if (as_float)
+    for (size_t c = 0; c < 4; ++c) {
+      ch[c].resize(static_cast<size_t>(images[c].voxels()));
+      images[c].to_float(ch[c].data());
+    }
+
   // Resampling: reorient in full first, then interpolate on the canonical grid.
   bool resampled = false;
-  if (opts.resample) {
+  if (need_resample) {
     std::array<double, 3> f{};
     bool differs = false;
     Grid rg;
@@ -338,7 +348,7 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
 
   // Optional percentile clipping of the non-zero voxels.
   nlohmann::json clip = nullptr;
-  if (opts.clip_low >= 0 && opts.clip_high > opts.clip_low) {
+  if (clipping) {
     clip = nlohmann::json::array();
     for (auto& c : ch) {
       std::vector<float> nz;
@@ -354,13 +364,47 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
     }
   }
 
+  // Calls fn(pointer to channel c's voxels, value functor) with the voxels as stored
+  // (scaled on the fly, exactly as nifti::Image::to_float does) or as the float copy.
+  auto visit_channel = [&](size_t c, auto&& fn) {
+    if (as_float) {
+      fn(static_cast<const float*>(ch[c].data()), [](float v) { return v; });
+      return;
+    }
+    const nifti::Image& im = images[c];
+    const double slope = im.header.scl_slope, inter = im.header.scl_inter;
+    const bool scaled = slope != 0 && std::isfinite(slope) && std::isfinite(inter) && !(slope == 1 && inter == 0);
+    auto dispatch = [&](const auto* p) {
+      using T = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
+      if (scaled)
+        fn(p, [slope, inter](T x) { return static_cast<float>(static_cast<double>(x) * slope + inter); });
+      else
+        fn(p, [](T x) { return static_cast<float>(x); });
+    };
+    const unsigned char* r = im.raw.data();
+    switch (im.datatype) {
+      case nifti::DataType::u8: dispatch(reinterpret_cast<const uint8_t*>(r)); break;
+      case nifti::DataType::i8: dispatch(reinterpret_cast<const int8_t*>(r)); break;
+      case nifti::DataType::i16: dispatch(reinterpret_cast<const int16_t*>(r)); break;
+      case nifti::DataType::u16: dispatch(reinterpret_cast<const uint16_t*>(r)); break;
+      case nifti::DataType::i32: dispatch(reinterpret_cast<const int32_t*>(r)); break;
+      case nifti::DataType::u32: dispatch(reinterpret_cast<const uint32_t*>(r)); break;
+      case nifti::DataType::i64: dispatch(reinterpret_cast<const int64_t*>(r)); break;
+      case nifti::DataType::u64: dispatch(reinterpret_cast<const uint64_t*>(r)); break;
+      case nifti::DataType::f32: dispatch(reinterpret_cast<const float*>(r)); break;
+      case nifti::DataType::f64: dispatch(reinterpret_cast<const double*>(r)); break;
+    }
+  };
+
   // Statistics over non-zero voxels and the bounding box of the union (source order).
   std::array<int64_t, 3> blo{g.n[0], g.n[1], g.n[2]}, bhi{-1, -1, -1};
   std::array<double, 4> mean{}, sd{};
   nlohmann::json ranges = nlohmann::json::array();
   uint64_t negatives_total = 0, nonfinite_total = 0;
   for (size_t c = 0; c < 4; ++c) {
-    const float* p = ch[c].data();
+    uint64_t n = 0, neg = 0, bad = 0;
+    double s_total = 0, s2_total = 0, mn = INFINITY, mx = -INFINITY;
+    visit_channel(c, [&](const auto* p, auto value) {
     // Sums in kLanes independent double lanes so that the compiler vectorises the
     // loop (a single accumulator serialises on its dependency chain). Zeros add
     // nothing to the sums; the non-zero count, negatives and min/max are masked.
@@ -373,13 +417,17 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
     }
     for (int64_t z = 0; z < g.n[2]; ++z) {
       for (int64_t y = 0; y < g.n[1]; ++y) {
-        const float* row = p + (z * g.n[1] + y) * g.n[0];
+        const auto* row = p + (z * g.n[1] + y) * g.n[0];
         const int64_t nx = g.n[0];
+        // Background rows are the majority: one vectorisable test of the whole
+        // row first, the first/last scan only for rows that hold brain.
+        bool any = false;
+        for (int64_t x = 0; x < nx; ++x) any |= value(row[x]) != 0;
+        if (!any) continue;
         int64_t first = 0;
-        while (first < nx && row[first] == 0) ++first;
-        if (first == nx) continue;
+        while (value(row[first]) == 0) ++first;
         int64_t last = nx - 1;
-        while (row[last] == 0) --last;
+        while (value(row[last]) == 0) --last;
         blo[0] = std::min(blo[0], first);
         bhi[0] = std::max(bhi[0], last);
         blo[1] = std::min(blo[1], y);
@@ -389,7 +437,7 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
         int64_t x = first;
         for (; x + kLanes <= last + 1; x += kLanes) {
           for (int l = 0; l < kLanes; ++l) {
-            const float v = row[x + l];
+            const float v = value(row[x + l]);
             const double dv = v;
             const bool nz = v != 0;
             s[l] += dv;
@@ -401,7 +449,7 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
           }
         }
         for (; x <= last; ++x) {
-          const float v = row[x];
+          const float v = value(row[x]);
           s[0] += v;
           s2[0] += static_cast<double>(v) * v;
           cnt[0] += v != 0 ? 1.0 : 0.0;
@@ -413,7 +461,7 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
         }
       }
     }
-    double sum = 0, sum2 = 0, nd = 0, negd = 0, mn = INFINITY, mx = -INFINITY;
+    double sum = 0, sum2 = 0, nd = 0, negd = 0;
     for (int l = 0; l < kLanes; ++l) {
       sum += s[l];
       sum2 += s2[l];
@@ -422,12 +470,14 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
       mn = std::min(mn, static_cast<double>(mnl[l]));
       mx = std::max(mx, static_cast<double>(mxl[l]));
     }
-    const uint64_t n = static_cast<uint64_t>(nd), neg = static_cast<uint64_t>(negd);
+    n = static_cast<uint64_t>(nd);
+    neg = static_cast<uint64_t>(negd);
     // NaN or infinity anywhere makes the sums non-finite: count them only then.
-    uint64_t bad = 0;
     if (!std::isfinite(sum) || !std::isfinite(sum2))
-      for (size_t k = 0; k < nv; ++k) bad += !std::isfinite(p[k]);
-    const double s_total = sum, s2_total = sum2;
+      for (size_t k = 0; k < nv; ++k) bad += !std::isfinite(value(p[k]));
+    s_total = sum;
+    s2_total = sum2;
+    });
     if (bad) throw Error(kExitDataErr, "non-finite values", files.images[c], std::to_string(bad) + " voxels are NaN or infinite");
     if (n == 0) throw Error(kExitDataErr, "empty image", files.images[c], "every voxel is zero");
     mean[c] = s_total / static_cast<double>(n);
@@ -462,17 +512,24 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   for (size_t c = 0; c < 4; ++c) {
     const float m = static_cast<float>(mean[c]);
     const float inv = static_cast<float>(1.0 / sd[c]);
-    if (opts.float16)
-      gather(ch[c].data(), g, o, lo, hi, out.image16.data() + c * ncrop,
-             [m, inv](float v) { return v == 0 ? uint16_t(0) : float_to_half((v - m) * inv); });
-    else
-      gather(ch[c].data(), g, o, lo, hi, out.image.data() + c * ncrop,
-             [m, inv](float v) { return v == 0 ? 0.0f : (v - m) * inv; });
+    visit_channel(c, [&](const auto* p, auto value) {
+      if (opts.float16)
+        gather(p, g, o, lo, hi, out.image16.data() + c * ncrop, [m, inv, value](auto x) {
+          const float v = value(x);
+          return v == 0 ? uint16_t(0) : float_to_half((v - m) * inv);
+        });
+      else
+        gather(p, g, o, lo, hi, out.image.data() + c * ncrop, [m, inv, value](auto x) {
+          const float v = value(x);
+          return v == 0 ? 0.0f : (v - m) * inv;
+        });
+    });
   }
   if (!labels.empty()) {
     out.label.resize(ncrop);
-    const Scheme s = opts.scheme;
-    gather(labels.data(), g, o, lo, hi, out.label.data(), [s](uint8_t v) { return region_code(v, s); });
+    std::array<uint8_t, 256> code{};
+    for (int v = 0; v < 256; ++v) code[static_cast<size_t>(v)] = region_code(static_cast<uint8_t>(v), opts.scheme);
+    gather(labels.data(), g, o, lo, hi, out.label.data(), [&code](uint8_t v) { return code[v]; });
   }
 
   Mat4 crop = identity();
