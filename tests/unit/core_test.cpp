@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,12 +19,8 @@
 namespace fedseg {
 namespace {
 
-std::string make_tmpdir() {
-  char tmpl[] = "/tmp/fedseg-core-test-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) throw std::runtime_error("mkdtemp failed");
-  return d;
-}
+using fedseg::test::error_code;
+using fedseg::test::tmpdir;
 
 int count_prefix(const std::string& dir, const std::string& prefix) {
   int n = 0;
@@ -67,7 +65,7 @@ TEST(Sha256, KnownVectors) {
 }
 
 TEST(Sha256, File) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::string p = dir + "/f";
   std::ofstream(p) << "abc";
   EXPECT_EQ(sha256_file(p), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -80,7 +78,7 @@ TEST(Sha256, File) {
 }
 
 TEST(AtomicFile, CommitWritesAndLeavesNoTemp) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::string p = dir + "/out.bin";
   {
     AtomicFile f(p, false);
@@ -94,7 +92,7 @@ TEST(AtomicFile, CommitWritesAndLeavesNoTemp) {
 }
 
 TEST(AtomicFile, NoCommitRemovesTemp) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::string p = dir + "/out.bin";
   {
     AtomicFile f(p, false);
@@ -105,7 +103,7 @@ TEST(AtomicFile, NoCommitRemovesTemp) {
 }
 
 TEST(AtomicFile, RefusesToClobberWithoutOverwrite) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::string p = dir + "/out.bin";
   write_file_atomic(p, "one", false);
   try {
@@ -120,7 +118,7 @@ TEST(AtomicFile, RefusesToClobberWithoutOverwrite) {
 }
 
 TEST(AtomicFile, NoReplaceRaceIsDetectedAtCommit) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::string p = dir + "/out.bin";
   AtomicFile f(p, false);
   f.write("mine", 4);
@@ -135,7 +133,7 @@ TEST(AtomicFile, NoReplaceRaceIsDetectedAtCommit) {
 }
 
 TEST(AtomicFile, StaleTempOfDeadWriterIsRemoved) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::string p = dir + "/out.bin";
   // A child creates a temp file and dies without cleaning up (as under SIGKILL).
   pid_t pid = ::fork();
@@ -152,7 +150,7 @@ TEST(AtomicFile, StaleTempOfDeadWriterIsRemoved) {
 }
 
 TEST(AtomicFile, ReadFileErrors) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   try {
     read_file(dir + "/nope");
     FAIL();
@@ -209,7 +207,7 @@ TEST(ToolMain, ExitCodes) {
 }
 
 TEST(ToolMain, ConfigFile) {
-  std::string dir = make_tmpdir();
+  std::string dir = tmpdir();
   std::ofstream(dir + "/c.ini") << "threads = 3\nquiet = true\n";
   EXPECT_EQ(run_tool(dummy_tool(), {"--config", dir + "/c.ini", "x"}), 0);
   std::ofstream(dir + "/bad.ini") << "no_such_option = 1\n";

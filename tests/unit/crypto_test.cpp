@@ -3,6 +3,8 @@
 // minisign keys/signatures (including known answers from Debian's minisign 0.11
 // and age 1.1.1), and key-file permission refusal.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,12 +22,8 @@
 namespace fedseg::crypto {
 namespace {
 
-std::string tmpdir() {
-  char tmpl[] = "/tmp/fedseg-crypto-test-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) throw std::runtime_error("mkdtemp failed");
-  return d;
-}
+using fedseg::test::error_code;
+using fedseg::test::tmpdir;
 
 std::string unhex(const std::string& h) {
   std::string out;
@@ -39,15 +37,6 @@ std::string range_bytes(int from, int to) {
   std::string s;
   for (int i = from; i < to; ++i) s += static_cast<char>(i);
   return s;
-}
-
-int error_code(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return 0;
 }
 
 std::string pattern(size_t n, unsigned seed = 1) {

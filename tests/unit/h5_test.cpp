@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,21 +18,8 @@
 namespace fedseg::h5 {
 namespace {
 
-std::string tmpdir() {
-  char tmpl[] = "/tmp/fedseg-h5-test-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) throw std::runtime_error("mkdtemp failed");
-  return d;
-}
-
-int error_code(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return 0;
-}
+using fedseg::test::error_code;
+using fedseg::test::tmpdir;
 
 std::string write_sample(const std::string& path, const std::string& kind = "global", int64_t format = kFormatVersion) {
   File f = File::create(path, kind, "test 0", "{}", format);

@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <unistd.h>
 #include <zlib.h>
 
@@ -15,22 +17,8 @@
 namespace fedseg::nifti {
 namespace {
 
-std::string tmpdir() {
-  char tmpl[] = "/tmp/fedseg-nifti-test-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) throw std::runtime_error("mkdtemp failed");
-  return d;
-}
-
-int error_code(const std::function<void()>& fn, std::string* msg = nullptr) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    if (msg) *msg = e.message();
-    return e.code();
-  }
-  return 0;
-}
+using fedseg::test::error_code;
+using fedseg::test::tmpdir;
 
 void put_file(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);

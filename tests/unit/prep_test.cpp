@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,23 +14,10 @@
 namespace fedseg::prep {
 namespace {
 
-std::string tmpdir() {
-  char tmpl[] = "/tmp/fedseg-prep-test-XXXXXX";
-  const char* d = ::mkdtemp(tmpl);
-  if (!d) throw std::runtime_error("mkdtemp failed");
-  return d;
-}
+using fedseg::test::error_code;
+using fedseg::test::tmpdir;
 
 void touch(const std::string& p) { std::ofstream(p) << "x"; }
-
-int code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return 0;
-}
 
 TEST(PrepCohort, FindsBrats2021FetsAnd2023Naming) {
   std::string d = tmpdir();
@@ -67,12 +56,12 @@ TEST(PrepCohort, CsvListsAndErrors) {
   EXPECT_EQ(c[0].label, d + "/aseg.nii");
   EXPECT_TRUE(c[1].label.empty());
   std::ofstream(d + "/dup.csv") << "id,t1,t1ce,t2,flair\na,1,2,3,4\na,1,2,3,4\n";
-  EXPECT_EQ(code_of([&] { find_cases(d + "/dup.csv"); }), kExitDataErr);
+  EXPECT_EQ(error_code([&] { find_cases(d + "/dup.csv"); }), kExitDataErr);
   std::ofstream(d + "/short.csv") << "id,t1,t1ce,t2,flair\na,1,2\n";
-  EXPECT_EQ(code_of([&] { find_cases(d + "/short.csv"); }), kExitDataErr);
-  EXPECT_EQ(code_of([&] { find_cases(d + "/missing.csv"); }), kExitNoInput);
+  EXPECT_EQ(error_code([&] { find_cases(d + "/short.csv"); }), kExitDataErr);
+  EXPECT_EQ(error_code([&] { find_cases(d + "/missing.csv"); }), kExitNoInput);
   ::mkdir((d + "/empty").c_str(), 0755);
-  EXPECT_EQ(code_of([&] { find_cases(d + "/empty"); }), kExitDataErr);
+  EXPECT_EQ(error_code([&] { find_cases(d + "/empty"); }), kExitDataErr);
 }
 
 TEST(PrepSplit, DeterministicAndProportional) {
@@ -191,7 +180,7 @@ TEST(PrepCase, RejectsBadLabelsAndGrids) {
   }
   CaseFiles missing = files;
   missing.problem = "missing modality t2";
-  EXPECT_EQ(code_of([&] { process_case(missing, {}, Options{}); }), kExitDataErr);
+  EXPECT_EQ(error_code([&] { process_case(missing, {}, Options{}); }), kExitDataErr);
 }
 
 }  // namespace
