@@ -4,6 +4,7 @@
 // truncates, which would bias fp16 updates towards zero.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -55,5 +56,9 @@ inline float half_to_float(uint16_t h) {
   std::memcpy(&f, &bits, 4);
   return f;
 }
+
+// Converts n floats to float16 bits (round-to-nearest-even), with the CPU's F16C
+// instructions where it has them (same results as float_to_half).
+void floats_to_halves(const float* in, uint16_t* out, size_t n);
 
 }  // namespace fedseg

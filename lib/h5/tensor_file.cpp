@@ -585,9 +585,11 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
   if (n == 0) return;
   if (stored == DType::f16 && (mem == DType::f32 || mem == DType::f64)) {
     RawVector<uint16_t> half(n);
-    for (uint64_t i = 0; i < n; ++i)
-      half[i] = float_to_half(mem == DType::f32 ? static_cast<const float*>(data)[i]
-                                                : static_cast<float>(static_cast<const double*>(data)[i]));
+    if (mem == DType::f32) {
+      floats_to_halves(static_cast<const float*>(data), half.data(), n);
+    } else {
+      for (uint64_t i = 0; i < n; ++i) half[i] = float_to_half(static_cast<float>(static_cast<const double*>(data)[i]));
+    }
     if (H5Dwrite(ds.get(), le_type(DType::f16), H5S_ALL, H5S_ALL, H5P_DEFAULT, half.data()) < 0) throw fail("H5Dwrite failed");
     return;
   }

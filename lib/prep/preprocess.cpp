@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -368,7 +370,7 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   // (scaled on the fly, exactly as nifti::Image::to_float does) or as the float copy.
   auto visit_channel = [&](size_t c, auto&& fn) {
     if (as_float) {
-      fn(static_cast<const float*>(ch[c].data()), [](float v) { return v; });
+      fn(static_cast<const float*>(ch[c].data()), [](float v) { return v; }, false);
       return;
     }
     const nifti::Image& im = images[c];
@@ -377,9 +379,9 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
     auto dispatch = [&](const auto* p) {
       using T = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
       if (scaled)
-        fn(p, [slope, inter](T x) { return static_cast<float>(static_cast<double>(x) * slope + inter); });
+        fn(p, [slope, inter](T x) { return static_cast<float>(static_cast<double>(x) * slope + inter); }, true);
       else
-        fn(p, [](T x) { return static_cast<float>(x); });
+        fn(p, [](T x) { return static_cast<float>(x); }, false);
     };
     const unsigned char* r = im.raw.data();
     switch (im.datatype) {
@@ -404,7 +406,7 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   for (size_t c = 0; c < 4; ++c) {
     uint64_t n = 0, neg = 0, bad = 0;
     double s_total = 0, s2_total = 0, mn = INFINITY, mx = -INFINITY;
-    visit_channel(c, [&](const auto* p, auto value) {
+    visit_channel(c, [&](const auto* p, auto value, bool scaled) {
     // Sums in kLanes independent double lanes so that the compiler vectorises the
     // loop (a single accumulator serialises on its dependency chain). Zeros add
     // nothing to the sums; the non-zero count, negatives and min/max are masked.
@@ -435,6 +437,30 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
         blo[2] = std::min(blo[2], z);
         bhi[2] = std::max(bhi[2], z);
         int64_t x = first;
+        using T = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
+        if constexpr (std::is_integral_v<T> && sizeof(T) <= 2) {
+          if (!scaled) {
+            // Stored integers as they are: exact integer sums, which vectorise well.
+            int64_t rs = 0, rs2 = 0, rc = 0, rn = 0;
+            T rmn = std::numeric_limits<T>::max(), rmx = std::numeric_limits<T>::lowest();
+            for (int64_t k = first; k <= last; ++k) {
+              const int32_t v = row[k];
+              rs += v;
+              rs2 += static_cast<int64_t>(v) * v;
+              rc += v != 0;
+              rn += v < 0;
+              rmn = v != 0 && row[k] < rmn ? row[k] : rmn;
+              rmx = v != 0 && row[k] > rmx ? row[k] : rmx;
+            }
+            s[0] += static_cast<double>(rs);
+            s2[0] += static_cast<double>(rs2);
+            cnt[0] += static_cast<double>(rc);
+            negs[0] += static_cast<double>(rn);
+            mnl[0] = std::min(mnl[0], static_cast<float>(rmn));
+            mxl[0] = std::max(mxl[0], static_cast<float>(rmx));
+            continue;
+          }
+        }
         for (; x + kLanes <= last + 1; x += kLanes) {
           for (int l = 0; l < kLanes; ++l) {
             const float v = value(row[x + l]);
@@ -512,13 +538,17 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
   for (size_t c = 0; c < 4; ++c) {
     const float m = static_cast<float>(mean[c]);
     const float inv = static_cast<float>(1.0 / sd[c]);
-    visit_channel(c, [&](const auto* p, auto value) {
-      if (opts.float16)
-        gather(p, g, o, lo, hi, out.image16.data() + c * ncrop, [m, inv, value](auto x) {
+    visit_channel(c, [&](const auto* p, auto value, bool) {
+      if (opts.float16) {
+        // Normalise into a float scratch volume, then convert in bulk (F16C).
+        thread_local RawVector<float> scratch;
+        scratch.resize(ncrop);
+        gather(p, g, o, lo, hi, scratch.data(), [m, inv, value](auto x) {
           const float v = value(x);
-          return v == 0 ? uint16_t(0) : float_to_half((v - m) * inv);
+          return v == 0 ? 0.0f : (v - m) * inv;
         });
-      else
+        floats_to_halves(scratch.data(), out.image16.data() + c * ncrop, ncrop);
+      } else
         gather(p, g, o, lo, hi, out.image.data() + c * ncrop, [m, inv, value](auto x) {
           const float v = value(x);
           return v == 0 ? 0.0f : (v - m) * inv;

@@ -7,11 +7,14 @@
 
 #include <dirent.h>
 
+#include <cmath>
+#include <cstring>
 #include <fstream>
 #include <set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/tool.h"
@@ -165,6 +168,32 @@ TEST(AtomicFile, ReadFileErrors) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), kExitDataErr);
   }
+}
+
+TEST(Half, BulkConversionEqualsScalarRounding) {
+  std::vector<float> v;
+  for (uint32_t bits = 0; bits < 0xffffffffu - 4093; bits += 4093) {  // a sweep over every exponent
+    float f;
+    std::memcpy(&f, &bits, 4);
+    v.push_back(f);
+  }
+  for (float f : {0.0f, -0.0f, 65504.0f, 65519.99f, 65520.0f, 5.960464477539063e-08f, 2.980232238769531e-08f,
+                  2.9802326e-08f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, INFINITY, -INFINITY})
+    v.push_back(f);
+  std::vector<uint16_t> bulk(v.size());
+  floats_to_halves(v.data(), bulk.data(), v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isnan(v[i])) {
+      EXPECT_EQ(bulk[i] & 0x7c00, 0x7c00);
+      EXPECT_NE(bulk[i] & 0x3ff, 0);
+      continue;
+    }
+    ASSERT_EQ(bulk[i], float_to_half(v[i])) << v[i];
+    EXPECT_EQ(half_to_float(bulk[i]), half_to_float(float_to_half(v[i])));
+  }
+  EXPECT_EQ(float_to_half(1.0f + 1.0f / 2048), 0x3c00);  // tie to even
+  EXPECT_EQ(float_to_half(1.0f + 3.0f / 2048), 0x3c02);
+  EXPECT_EQ(float_to_half(65520.0f), 0x7c00);
 }
 
 TEST(Progress, Format) {

@@ -1,0 +1,40 @@
+#include "core/half.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FEDSEG_HAVE_X86 1
+#endif
+
+namespace fedseg {
+namespace {
+#ifdef FEDSEG_HAVE_X86
+
+__attribute__((target("avx,f16c"))) void halves_f16c(const float* in, uint16_t* out, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(in + i);
+    __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), h);
+  }
+  for (; i < n; ++i) out[i] = float_to_half(in[i]);
+}
+
+bool have_f16c() {
+  static const bool yes = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return yes;
+}
+#endif
+
+}  // namespace
+
+void floats_to_halves(const float* in, uint16_t* out, size_t n) {
+#ifdef FEDSEG_HAVE_X86
+  if (have_f16c()) {
+    halves_f16c(in, out, n);
+    return;
+  }
+#endif
+  for (size_t i = 0; i < n; ++i) out[i] = float_to_half(in[i]);
+}
+
+}  // namespace fedseg
