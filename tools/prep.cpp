@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <condition_variable>
 #include <thread>
 
 #include "core/atomic_file.h"
@@ -172,35 +173,83 @@ int run(const Options& o, const ToolContext& ctx) {
   };
   Progress progress("preprocessing", todo.size());
   std::vector<std::optional<prep::Case>> done(cases.size());
-  const size_t batch = static_cast<size_t>(std::max(1, ctx.threads()));
+  std::vector<char> ready(cases.size(), 0), pending(cases.size(), 0);
+  for (size_t ci : todo) pending[ci] = 1;
+  auto process = [&](size_t ci) {
+    std::string err;
+    try {
+      if (!hash_errors[ci].empty()) throw Error(kExitNoInput, hash_errors[ci]);
+      done[ci] = prep::process_case(cases[ci], hashes[ci], po);
+    } catch (const Error& e) {
+      err = e.message();
+    } catch (const std::bad_alloc&) {
+      err = "out of memory";
+    }
+    if (!err.empty()) {
+      results[ci].status = "skipped";
+      results[ci].reason = err;
+    }
+    progress.add();
+  };
+  // With --threads N > 1, N workers preprocess ahead (at most N+1 cases in memory)
+  // while this thread writes, in id order, so that the file does not depend on
+  // the thread count. With one thread everything happens here, in turn.
+  const int nworkers = ctx.threads() > 1 ? ctx.threads() : 0;
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next_todo = 0, consumed = 0;
+  bool stop = false;
+  std::vector<std::thread> workers;
+  auto worker = [&] {
+    for (;;) {
+      size_t k;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return stop || next_todo >= todo.size() || next_todo < consumed + nworkers + 1; });
+        if (stop || next_todo >= todo.size()) return;
+        k = next_todo++;
+      }
+      process(todo[k]);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ready[todo[k]] = 1;
+      }
+      cv.notify_all();
+    }
+  };
+  struct Joiner {
+    std::vector<std::thread>& t;
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& stop;
+    ~Joiner() {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        stop = true;
+      }
+      cv.notify_all();
+      for (auto& th : t) th.join();
+    }
+  } joiner{workers, mu, cv, stop};
+  for (int t = 0; t < nworkers; ++t) workers.emplace_back(worker);
+
   size_t written = 0, unchanged = 0, skipped = 0, n_train = 0, n_val = 0;
-  size_t next_todo = 0;
   h5::WriteOptions wo;
   wo.zstd_level = o.zstd_level;
   for (size_t i = 0; i < cases.size(); ++i) {
     Result& r = results[i];
-    if (r.status.empty() && !done[i]) {
-      // Process the next batch of pending cases, starting with this one.
-      std::vector<size_t> now;
-      while (next_todo < todo.size() && now.size() < batch) now.push_back(todo[next_todo++]);
-      std::vector<std::string> errs(now.size());
-      parallel_for(now.size(), ctx.threads(), [&](size_t k) {
-        size_t ci = now[k];
-        try {
-          if (!hash_errors[ci].empty()) throw Error(kExitNoInput, hash_errors[ci]);
-          done[ci] = prep::process_case(cases[ci], hashes[ci], po);
-        } catch (const Error& e) {
-          errs[k] = e.message();
-        } catch (const std::bad_alloc&) {
-          errs[k] = "out of memory";
-        }
-        progress.add();
-      });
-      for (size_t k = 0; k < now.size(); ++k)
-        if (!errs[k].empty()) {
-          results[now[k]].status = "skipped";
-          results[now[k]].reason = errs[k];
-        }
+    if (pending[i]) {  // not r.status: a worker may be writing it
+      if (nworkers == 0) {
+        process(i);
+      } else {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return ready[i] != 0; });
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++consumed;
+      }
+      cv.notify_all();
     }
     const std::string group = "cases/" + r.id;
     if (r.status == "skipped") {
