@@ -33,7 +33,18 @@ if have prep && have synth; then
 else
   missing+=("fedseg-prep (issue 3)")
 fi
-for t in keygen pack verify init train aggregate eval predict fetch push report; do
+if have keygen; then
+  step "identities: the aggregator and each site make their keys (fingerprints are read over the phone)"
+  mkdir -p aggregator "${sites[@]}"
+  fedseg-keygen -o aggregator/id --site aggregator
+  for s in "${sites[@]}"; do fedseg-keygen -q -o "$s/id" --site "$s"; done
+  ls aggregator/id
+fi
+have pack || missing+=("fedseg-pack (issue 4)")
+have verify || missing+=("fedseg-verify (issue 4)")
+echo
+echo "packages (fedseg-pack / fedseg-verify) need an update or metrics file: they join the demo with fedseg-train (issue 5)"
+for t in init train aggregate eval predict fetch push report; do
   have "$t" || missing+=("fedseg-$t")
 done
 step "what the demo could not run yet"

@@ -369,14 +369,18 @@ const ToolDef& prep() {
         app.add_option("--val-fraction", o->val_fraction, "fraction of cases put in the validation split")->type_name("F");
         app.add_option("--spacing", o->spacing, "target voxel spacing in mm")->delimiter(',')->type_name("X,Y,Z")->expected(3);
         app.add_flag("--no-resample", o->no_resample, "keep each case's own spacing");
-        app.add_option("--margin", o->margin, "voxels kept around the brain's bounding box")->type_name("N")->check(CLI::Range(0, 1000));
+        app.add_option("--margin", o->margin, "voxels kept around the brain's bounding box (0-1000)")
+            ->check(CLI::Range(0, 1000).description(""))
+            ->type_name("N");
         app.add_option("--clip-percentiles", o->clip, "clip non-zero voxels to these percentiles before z-scoring")
             ->delimiter(',')
             ->type_name("LOW,HIGH")
             ->expected(2);
         app.add_option("--dtype", o->dtype, "stored image type: float16 or float32")->type_name("TYPE");
         app.add_flag("--require-label", o->require_label, "skip cases without a label file");
-        app.add_option("--zstd-level", o->zstd_level, "compression level")->type_name("N")->check(CLI::Range(1, 19));
+        app.add_option("--zstd-level", o->zstd_level, "compression level, -7 to 19 (negative: zstd's fast levels)")
+            ->check(CLI::Range(-7, 19).description(""))
+            ->type_name("N");
         return [o](const ToolContext& ctx) { return run(*o, ctx); };
       },
   };

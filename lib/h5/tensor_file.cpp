@@ -575,7 +575,7 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
     std::vector<hsize_t> cd(chunks.begin(), chunks.end());
     H5Pset_chunk(dcpl.get(), static_cast<int>(cd.size()), cd.data());
     if (dtype_size(stored) > 1) H5Pset_shuffle(dcpl.get());
-    unsigned level = static_cast<unsigned>(std::max(1, opts.zstd_level));
+    unsigned level = static_cast<unsigned>(opts.zstd_level);  // negative levels as two's complement
     if (H5Pset_filter(dcpl.get(), FEDSEG_H5Z_FILTER_ZSTD, H5Z_FLAG_MANDATORY, 1, &level) < 0) throw fail("zstd filter");
   }
   ensure_parent_groups(id_, name);

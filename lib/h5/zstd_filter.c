@@ -71,8 +71,11 @@ static size_t zstd_filter(unsigned int flags, size_t cd_nelmts, const unsigned i
                           size_t* buf_size, void** buf) {
   if (flags & H5Z_FLAG_REVERSE) return zstd_decompress_chunk(nbytes, buf_size, buf);
 
+  /* cd_values[0] is the level as a C int: negative levels (zstd --fast=N) are
+   * stored as their two's complement. 0 means zstd's default (3). */
   int level = cd_nelmts > 0 ? (int)cd_values[0] : 3;
-  if (level < 1) level = 1;
+  if (level == 0) level = 3;
+  if (level < ZSTD_minCLevel()) level = ZSTD_minCLevel();
   if (level > ZSTD_maxCLevel()) level = ZSTD_maxCLevel();
   size_t bound = ZSTD_compressBound(nbytes);
   void* out = malloc(bound);

@@ -28,6 +28,12 @@ struct Options {
   bool nan = false;
   bool contiguous = false;
   std::string from_f32;  // raw little-endian float32 values for one 1-D tensor "values"
+  std::string federation = "test-fed";
+  int64_t round = 3;
+  std::string site;        // written as attribute `site` when set
+  std::string base;        // written as attribute `base_sha256` when set
+  uint64_t random_mb = 0;  // also a float32 tensor "noise" of this many MiB (package benchmarks)
+  uint64_t seed = 1;
 };
 
 int run(const Options& o, const ToolContext& ctx) {
@@ -40,8 +46,26 @@ int run(const Options& o, const ToolContext& ctx) {
   } else {
     f.set_attr("/", "fedseg_format", o.format);
   }
-  f.set_attr("/", "federation", std::string("test-fed"));
-  f.set_attr("/", "round", int64_t{3});
+  f.set_attr("/", "federation", o.federation);
+  f.set_attr("/", "round", o.round);
+  if (!o.site.empty()) f.set_attr("/", "site", o.site);
+  if (!o.base.empty()) f.set_attr("/", "base_sha256", o.base);
+  if (o.random_mb > 0) {
+    // Model-delta-like float32 values (small, varied mantissas: zstd -3 gains ~8%),
+    // from a xorshift generator, written in 16 MiB slabs of one contiguous tensor.
+    const uint64_t n = o.random_mb << 18, slab = uint64_t(1) << 22;
+    h5::WriteOptions plain;
+    plain.compress = false;
+    std::vector<float> v(n);
+    uint64_t x = o.seed * 0x9E3779B97F4A7C15ull + 1;
+    for (uint64_t i = 0; i < n; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      v[i] = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 0.01f * static_cast<float>(1 + (i / slab) % 3);
+    }
+    f.write("delta/noise", h5::DType::f32, {n}, v.data(), h5::DType::f32, plain);
+  }
   if (!o.from_f32.empty()) {
     std::string raw = read_file(o.from_f32);
     std::vector<float> v(raw.size() / 4);
@@ -87,6 +111,12 @@ const ToolDef& testwrite() {
         app.add_flag("--nan", o->nan, "put a NaN in each float tensor");
         app.add_option("--from-f32", o->from_f32, "also write tensor 'values' from raw float32 in this file");
         app.add_flag("--contiguous", o->contiguous, "no chunking or compression");
+        app.add_option("--federation", o->federation, "federation attribute");
+        app.add_option("--round", o->round, "round attribute");
+        app.add_option("--site", o->site, "site attribute");
+        app.add_option("--base", o->base, "base_sha256 attribute");
+        app.add_option("--random-mb", o->random_mb, "add a float32 tensor delta/noise of this many MiB");
+        app.add_option("--seed", o->seed, "seed of --random-mb");
         return [o](const ToolContext& ctx) { return run(*o, ctx); };
       },
   };
