@@ -23,6 +23,7 @@ root=$(dirname "$here")
 build=${1:-$root/build}
 cases=${2:-4}
 threads=${3:-1}
+zstd_level=${ZSTD_LEVEL:-1}   # the same compression level on both sides (fedseg-prep's default)
 build=$(cd "$build" && pwd)
 bench_dir=${FEDSEG_BENCH_DIR:-/tmp/fedseg-bench}
 repeat=${REPEAT:-2}
@@ -107,12 +108,12 @@ comp_mb=$(awk -F'\t' 'NR == 1 { printf "%.0f", $4 / 1e6 }' <<< "$floor_tsv")
 
 # --- (b) fedseg-prep -------------------------------------------------------------------
 echo "timing fedseg-prep --threads $threads ..."
-run_timed "$repeat" fs "$prep" "$cohort" -o "$out/fedseg.h5" --threads "$threads" --margin 2 --force -q --no-progress
+run_timed "$repeat" fs "$prep" "$cohort" -o "$out/fedseg.h5" --threads "$threads" --margin 2 --zstd-level "$zstd_level" --force -q --no-progress
 
 # --- (c) the Python reference ----------------------------------------------------------
 echo "timing the Python reference (single-threaded) ..."
 run_timed "$repeat_py" py env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-  HDF5_PLUGIN_PATH="$plugins" "$python" "$here/prep_reference.py" "$cohort" "$out/python.h5" --margin 2
+  HDF5_PLUGIN_PATH="$plugins" "$python" "$here/prep_reference.py" "$cohort" "$out/python.h5" --margin 2 --zstd-level "$zstd_level"
 
 # --- the table -------------------------------------------------------------------------
 load_end=$(cut -d' ' -f1 /proc/loadavg)

@@ -19,7 +19,7 @@ Per case, single-threaded, one case after the other:
      zeros stay 0;
   6. region-coded labels: bit0 ET, bit1 TC, bit2 WT (4 -> 7, 1 -> 6, 2 -> 4, 0 -> 0);
   7. write /cases/<id>/image (4,Z,Y,X) float16 and /cases/<id>/label (Z,Y,X) uint8, chunks
-     (1,64,64,64) / (64,64,64) clipped to the shape, byte shuffle + zstd level 3 (filter
+     (1,64,64,64) / (64,64,64) clipped to the shape, byte shuffle + zstd level 1 (filter
      32015, fedseg's HDF5 plugin), with per-case attributes.
 
 The crop box is stored as `crop_box` = [x0, y0, z0, x1, y1, z1] (begin inclusive, end
@@ -223,7 +223,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--margin", type=int, default=2)
     ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--zstd-level", type=int, default=3)
+    ap.add_argument("--zstd-level", type=int, default=1)
     ap.add_argument("--timing", action="store_true", help="per-step seconds on stderr")
     args = ap.parse_args()
 

@@ -173,13 +173,24 @@ int run(const Options& o, const ToolContext& ctx) {
   };
   Progress progress("preprocessing", todo.size());
   std::vector<std::optional<prep::Case>> done(cases.size());
+  std::vector<prep::Case> spare;  // written cases whose buffers the next ones reuse
+  std::mutex spare_mu;
   std::vector<char> ready(cases.size(), 0), pending(cases.size(), 0);
   for (size_t ci : todo) pending[ci] = 1;
   auto process = [&](size_t ci) {
     std::string err;
     try {
       if (!hash_errors[ci].empty()) throw Error(kExitNoInput, hash_errors[ci]);
-      done[ci] = prep::process_case(cases[ci], hashes[ci], po);
+      prep::Case c;
+      {
+        std::lock_guard<std::mutex> lock(spare_mu);
+        if (!spare.empty()) {
+          c = std::move(spare.back());
+          spare.pop_back();
+        }
+      }
+      prep::process_case(cases[ci], hashes[ci], po, c);
+      done[ci] = std::move(c);
     } catch (const Error& e) {
       err = e.message();
     } catch (const std::bad_alloc&) {
@@ -279,6 +290,10 @@ int run(const Options& o, const ToolContext& ctx) {
       for (const auto& w : c.warnings) log::warn("case " + r.id + ": " + w);
       r.status = "written";
       r.detail = {{"shape", c.shape}, {"crop_box", c.attrs["crop_box"]}, {"sanity", c.sanity}, {"warnings", c.warnings}};
+      {
+        std::lock_guard<std::mutex> lock(spare_mu);
+        spare.push_back(std::move(*done[i]));
+      }
       done[i].reset();
       ++written;
     }

@@ -567,6 +567,7 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
   H5Pset_char_encoding(lcpl.get(), H5T_CSET_UTF8);
   Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_obj_track_times(dcpl.get(), false);  // same inputs, same bytes
+  H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);  // every value is written: no fill pass
   uint64_t n = numel(shape);
   if (opts.compress && !shape.empty() && n > 0) {
     Shape chunks = opts.chunks.empty() ? auto_chunks(shape, dtype_size(stored)) : opts.chunks;

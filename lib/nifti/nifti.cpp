@@ -1087,6 +1087,12 @@ void Image::to_float(float* dst) const {
 // Float data is accepted only when every value is an exact integer in 0..255 (some
 // tools store label maps as float32); scaling must be the identity.
 std::vector<uint8_t> Image::to_labels(const std::string& path) const {
+  std::vector<uint8_t> out(raw.size() / datatype_size(datatype));
+  to_labels(path, out.data());
+  return out;
+}
+
+void Image::to_labels(const std::string& path, uint8_t* dst) const {
   const double slope = header.scl_slope, inter = header.scl_inter;
   const bool slope_ok = slope == 0 || slope == 1 || !std::isfinite(slope);
   const bool inter_ok = inter == 0 || slope == 0 || !std::isfinite(slope);
@@ -1094,27 +1100,25 @@ std::vector<uint8_t> Image::to_labels(const std::string& path) const {
     throw Error(kExitDataErr, "not a label map", path,
                 "intensity scaling (scl_slope " + num(slope) + ", scl_inter " + num(inter) + ") is not allowed for labels");
   const size_t n = raw.size() / datatype_size(datatype);
-  std::vector<uint8_t> out(n);
   const unsigned char* s = raw.data();
   size_t at = 0;
   bool ok = true;
   switch (datatype) {
-    case DataType::u8: std::memcpy(out.data(), s, n); break;
-    case DataType::i8: ok = labels_from<int8_t>(s, n, out.data(), at); break;
-    case DataType::i16: ok = labels_from<int16_t>(s, n, out.data(), at); break;
-    case DataType::u16: ok = labels_from<uint16_t>(s, n, out.data(), at); break;
-    case DataType::i32: ok = labels_from<int32_t>(s, n, out.data(), at); break;
-    case DataType::u32: ok = labels_from<uint32_t>(s, n, out.data(), at); break;
-    case DataType::i64: ok = labels_from<int64_t>(s, n, out.data(), at); break;
-    case DataType::u64: ok = labels_from<uint64_t>(s, n, out.data(), at); break;
-    case DataType::f32: ok = labels_from<float>(s, n, out.data(), at); break;
-    case DataType::f64: ok = labels_from<double>(s, n, out.data(), at); break;
+    case DataType::u8: std::memcpy(dst, s, n); break;
+    case DataType::i8: ok = labels_from<int8_t>(s, n, dst, at); break;
+    case DataType::i16: ok = labels_from<int16_t>(s, n, dst, at); break;
+    case DataType::u16: ok = labels_from<uint16_t>(s, n, dst, at); break;
+    case DataType::i32: ok = labels_from<int32_t>(s, n, dst, at); break;
+    case DataType::u32: ok = labels_from<uint32_t>(s, n, dst, at); break;
+    case DataType::i64: ok = labels_from<int64_t>(s, n, dst, at); break;
+    case DataType::u64: ok = labels_from<uint64_t>(s, n, dst, at); break;
+    case DataType::f32: ok = labels_from<float>(s, n, dst, at); break;
+    case DataType::f64: ok = labels_from<double>(s, n, dst, at); break;
   }
   if (!ok)
     throw Error(kExitDataErr, "not a label map", path,
                 "voxel " + std::to_string(at) + " holds " + num(value_at(*this, at)) + " (" + datatype_name(datatype) +
                     "), not an integer label 0..255");
-  return out;
 }
 
 Image read(const std::string& path, const ReadOptions& opts) {

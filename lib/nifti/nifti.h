@@ -58,6 +58,8 @@ struct Image {
   // A label map: integer values 0..255, no scaling (slope 0 or 1, inter 0), else Error 65
   // naming `path` and the problem.
   std::vector<uint8_t> to_labels(const std::string& path) const;
+  // The same into out, which must hold voxels() values (no allocation).
+  void to_labels(const std::string& path, uint8_t* out) const;
 };
 
 struct ReadOptions {

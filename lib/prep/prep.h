@@ -67,6 +67,9 @@ struct Case {
 // Preprocesses one case. `sha256` holds the inputs' hashes in the order images, label.
 // Error 65 (naming the file and the problem) for anything that makes the case unusable.
 Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts);
+// The same into `out`, reusing the capacity of its buffers (batch tools recycle
+// a few Case objects instead of allocating ~50 MB per case).
+void process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts, Case& out);
 
 // Deterministic split: "val" when the first 8 bytes of sha256(id), as a fraction of
 // 2^64, fall below val_fraction.

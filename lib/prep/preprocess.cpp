@@ -123,7 +123,15 @@ void gather(const T* src, const Grid& g, const Orientation& o, const std::array<
     for (int64_t y = lo[1]; y < hi[1]; ++y) {
       const T* row = src + oz + start[1] + (y - lo[1]) * step[1] + start[0];
       const int64_t sx = step[0], nx = hi[0] - lo[0];
-      for (int64_t x = 0; x < nx; ++x) out[k++] = fn(row[x * sx]);
+      // Constant strides for the common cases (RAS: +1, LPS/BraTS: -1) so that the
+      // compiler can vectorise the row.
+      if (sx == 1)
+        for (int64_t x = 0; x < nx; ++x) out[k + static_cast<size_t>(x)] = fn(row[x]);
+      else if (sx == -1)
+        for (int64_t x = 0; x < nx; ++x) out[k + static_cast<size_t>(x)] = fn(row[-x]);
+      else
+        for (int64_t x = 0; x < nx; ++x) out[k + static_cast<size_t>(x)] = fn(row[x * sx]);
+      k += static_cast<size_t>(nx);
     }
   }
 }
@@ -212,6 +220,18 @@ std::string split_for(const std::string& id, double val_fraction) {
 
 Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts) {
   Case out;
+  process_case(files, sha256, opts, out);
+  return out;
+}
+
+void process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts, Case& out) {
+  // Keep the big buffers' capacity; reset everything else.
+  out.image.clear();
+  out.image16.clear();
+  out.label.clear();
+  out.attrs = nlohmann::json();
+  out.sanity = nlohmann::json();
+  out.warnings.clear();
   out.id = files.id;
   if (!files.problem.empty()) throw Error(kExitDataErr, files.problem);
   if (opts.require_label && files.label.empty())
@@ -260,8 +280,8 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
     double d = affine_distance(limg.affine, A);
     if (d > opts.affine_tolerance)
       throw Error(kExitDataErr, "grid differs from t1's", files.label, "affines differ by " + std::to_string(d) + " mm");
-    std::vector<uint8_t> l = limg.to_labels(files.label);
-    labels.assign(l.begin(), l.end());
+    labels.resize(static_cast<size_t>(limg.voxels()));
+    limg.to_labels(files.label, labels.data());
     std::array<uint64_t, 256> counts{};
     for (uint8_t v : labels) ++counts[v];
     for (int v = 0; v < 256; ++v)
@@ -589,7 +609,6 @@ Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256
       {"has_label", labels.empty() ? 0 : 1},
   };
   if (!clip.is_null()) out.attrs["clip_values"] = clip.dump();
-  return out;
 }
 
 }  // namespace fedseg::prep
