@@ -8,7 +8,7 @@
 # (default 3), warm page cache. Targets: ratio = reference wall / fedseg wall >= 1.0,
 # fedseg peak RSS < 64 MB. A MISS does not fail: benchmarks are not tests.
 set -euo pipefail
-BUILD=${1:-build-pkg}
+BUILD=${1:-build}
 MB=${2:-200}
 REPEAT=${REPEAT:-3}
 BIN=$(cd "$BUILD/bin" && pwd)
