@@ -137,7 +137,7 @@ int run(const Options& o, const ToolContext& ctx) {
   });
 
   std::vector<Result> results(cases.size());
-  std::vector<size_t> todo;
+  std::vector<size_t> to_process;
   std::vector<std::string> old_ids;
   if (old && old->exists("cases")) old_ids = old->children("cases");
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -147,13 +147,13 @@ int run(const Options& o, const ToolContext& ctx) {
         cases[i].problem.empty() && recorded_hashes(*old, cases[i].id) == hashes[i]) {
       results[i].status = "unchanged";
     } else {
-      todo.push_back(i);
+      to_process.push_back(i);
     }
   }
   const bool removed = std::any_of(old_ids.begin(), old_ids.end(), [&](const std::string& id) {
     return std::none_of(cases.begin(), cases.end(), [&](const auto& c) { return c.id == id; });
   });
-  if (old && todo.empty() && !removed) {
+  if (old && to_process.empty() && !removed) {
     log::info(o.out + ": up to date (" + std::to_string(cases.size()) + " cases), nothing to do");
     if (ctx.json())
       ctx.emit_json({{"dataset", o.out}, {"written", 0}, {"unchanged", cases.size()}, {"skipped", 0}, {"cases", nlohmann::json::array()}});
@@ -171,12 +171,12 @@ int run(const Options& o, const ToolContext& ctx) {
     }
     return out_file->file();
   };
-  Progress progress("preprocessing", todo.size());
+  Progress progress("preprocessing", to_process.size());
   std::vector<std::optional<prep::Case>> done(cases.size());
   std::vector<prep::Case> spare;  // written cases whose buffers the next ones reuse
   std::mutex spare_mu;
   std::vector<char> ready(cases.size(), 0), pending(cases.size(), 0);
-  for (size_t ci : todo) pending[ci] = 1;
+  for (size_t ci : to_process) pending[ci] = 1;
   auto process = [&](size_t ci) {
     std::string err;
     try {
@@ -216,14 +216,14 @@ int run(const Options& o, const ToolContext& ctx) {
       size_t k;
       {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || next_todo >= todo.size() || next_todo < consumed + nworkers + 1; });
-        if (stop || next_todo >= todo.size()) return;
+        cv.wait(lock, [&] { return stop || next_todo >= to_process.size() || next_todo < consumed + nworkers + 1; });
+        if (stop || next_todo >= to_process.size()) return;
         k = next_todo++;
       }
-      process(todo[k]);
+      process(to_process[k]);
       {
         std::lock_guard<std::mutex> lock(mu);
-        ready[todo[k]] = 1;
+        ready[to_process[k]] = 1;
       }
       cv.notify_all();
     }

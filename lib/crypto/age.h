@@ -2,7 +2,8 @@
 // libsodium 1.0.18: keys (Bech32 age1... / AGE-SECRET-KEY-1...), identity files
 // as age-keygen writes them, and streaming encryption/decryption in 64 KiB STREAM
 // chunks with bounded memory. Files interoperate with Debian's `age` (1.1.1).
-// Not implemented: scrypt passphrase stanzas, ASCII armor, post-quantum recipients.
+// Out of scope (their test vectors are skipped): scrypt passphrase stanzas, ASCII armor,
+// post-quantum recipients.
 // Part of the crypto module: depends on fedseg core and libsodium only.
 #pragma once
 
