@@ -208,7 +208,7 @@ int run(const Options& o, const ToolContext& ctx) {
   const int nworkers = ctx.threads() > 1 ? ctx.threads() : 0;
   std::mutex mu;
   std::condition_variable cv;
-  size_t next_todo = 0, consumed = 0;
+  size_t next_case = 0, consumed = 0;
   bool stop = false;
   std::vector<std::thread> workers;
   auto worker = [&] {
@@ -216,9 +216,9 @@ int run(const Options& o, const ToolContext& ctx) {
       size_t k;
       {
         std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || next_todo >= to_process.size() || next_todo < consumed + nworkers + 1; });
-        if (stop || next_todo >= to_process.size()) return;
-        k = next_todo++;
+        cv.wait(lock, [&] { return stop || next_case >= to_process.size() || next_case < consumed + nworkers + 1; });
+        if (stop || next_case >= to_process.size()) return;
+        k = next_case++;
       }
       process(to_process[k]);
       {

@@ -135,7 +135,7 @@ int run(const Options& o, const ToolContext& ctx) {
 
   make_dirs(o.out);
   std::vector<CaseJob> jobs(static_cast<size_t>(o.cases));
-  std::vector<size_t> todo;
+  std::vector<size_t> pending;
   for (size_t k = 0; k < jobs.size(); ++k) {
     auto& j = jobs[k];
     j.index = static_cast<uint64_t>(o.first_index) + k;
@@ -145,17 +145,17 @@ int run(const Options& o, const ToolContext& ctx) {
     for (const auto& f : synth::case_files(j.id, naming)) present += path_exists(j.dir + "/" + f);
     if (present == 5 && !ctx.force()) continue;
     j.partial = present > 0;
-    todo.push_back(k);
+    pending.push_back(k);
   }
 
   const std::array<int64_t, 3> shape{o.shape[0], o.shape[1], o.shape[2]};
   const auto t0 = std::chrono::steady_clock::now();
-  if (!todo.empty()) {
-    Progress progress("generating " + std::to_string(todo.size()) + " cases", todo.size());
+  if (!pending.empty()) {
+    Progress progress("generating " + std::to_string(pending.size()) + " cases", pending.size());
     std::atomic<size_t> next{0};
     auto worker = [&] {
-      for (size_t t; (t = next.fetch_add(1)) < todo.size();) {
-        CaseJob& j = jobs[todo[t]];
+      for (size_t t; (t = next.fetch_add(1)) < pending.size();) {
+        CaseJob& j = jobs[pending[t]];
         try {
           synth::CaseParams p;
           p.shape = shape;
@@ -184,7 +184,7 @@ int run(const Options& o, const ToolContext& ctx) {
         progress.add();
       }
     };
-    const size_t nthreads = std::min(todo.size(), static_cast<size_t>(std::max(1, ctx.threads())));
+    const size_t nthreads = std::min(pending.size(), static_cast<size_t>(std::max(1, ctx.threads())));
     std::vector<std::thread> pool;
     for (size_t i = 1; i < nthreads; ++i) pool.emplace_back(worker);
     worker();

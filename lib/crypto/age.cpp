@@ -176,14 +176,7 @@ std::string identity_file_text(const AgeIdentity& id) {
 }
 
 void save_identity_file(const std::string& path, const AgeIdentity& id, bool overwrite) {
-  std::string text = identity_file_text(id);
-  try {
-    write_file_atomic(path, text, overwrite, 0600);
-  } catch (...) {
-    wipe(text);
-    throw;
-  }
-  wipe(text);
+  write_secret_file(path, identity_file_text(id), overwrite);
 }
 
 std::vector<AgeRecipient> parse_recipients(const std::string& text, const std::string& name) {

@@ -1,5 +1,7 @@
 #include "crypto/encoding.h"
 
+#include "core/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -287,6 +289,16 @@ std::string read_secret_file(const std::string& path, size_t max_bytes) {
   ::close(fd);
   sodium_memzero(buf, sizeof buf);
   return out;
+}
+
+void write_secret_file(const std::string& path, std::string text, bool overwrite) {
+  try {
+    write_file_atomic(path, text, overwrite, 0600);
+  } catch (...) {
+    wipe(text);
+    throw;
+  }
+  wipe(text);
 }
 
 }  // namespace fedseg::crypto

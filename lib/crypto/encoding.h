@@ -76,4 +76,8 @@ std::string read_secret_file(const std::string& path, size_t max_bytes = 1 << 16
 // sodium_memzero over a string's bytes.
 void wipe(std::string& s);
 
+// Writes a secret key file atomically with mode 0600 and wipes `text` afterwards,
+// whether or not the write succeeded. Error 73 if it exists and !overwrite.
+void write_secret_file(const std::string& path, std::string text, bool overwrite);
+
 }  // namespace fedseg::crypto

@@ -276,13 +276,7 @@ std::string MinisignSecretKey::encrypted_file_text(const std::string& password, 
 }
 
 void MinisignSecretKey::save_text(const std::string& path, std::string text, bool overwrite) {
-  try {
-    write_file_atomic(path, text, overwrite, 0600);
-  } catch (...) {
-    wipe(text);
-    throw;
-  }
-  wipe(text);
+  write_secret_file(path, std::move(text), overwrite);
 }
 
 // ---- signatures -------------------------------------------------------------------
