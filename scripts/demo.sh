@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on synthetic data, with what exists today: three sites
-# generate their cohorts, preprocess them into datasets, and the files are checked.
+# generate their cohorts and preprocess them into datasets; the aggregator creates
+# the federation; each site trains round 0 and sends a signed, encrypted update,
+# which the aggregator verifies and unpacks.
 # Steps whose tools are not built yet are listed at the end as missing.
 set -euo pipefail
 build=${1:-build}
@@ -40,11 +42,28 @@ if have keygen; then
   for s in "${sites[@]}"; do fedseg-keygen -q -o "$s/id" --site "$s"; done
   ls aggregator/id
 fi
-have pack || missing+=("fedseg-pack (issue 4)")
-have verify || missing+=("fedseg-verify (issue 4)")
-echo
-echo "packages (fedseg-pack / fedseg-verify) need an update or metrics file: they join the demo with fedseg-train (issue 5)"
-for t in init train aggregate eval predict fetch push report; do
+if have init && have train && have pack && have verify; then
+  step "aggregator: create the federation (small CPU model) and publish round 0"
+  pubs=()
+  for s in "${sites[@]}"; do pubs+=(--site "$s=$s/id"); done
+  fedseg-init --federation demo --key aggregator/id "${pubs[@]}" --preset small --patch 32 --epochs 2 \
+    --patches-per-case 4 --lr 3e-3 --seed 1 -o exchange
+  for s in "${sites[@]}"; do
+    step "$s: train round 0's global model on its own dataset, pack and sign the update"
+    fedseg-train exchange/rounds/0/global.h5 "$s/dataset.h5" --federation exchange/federation.json \
+      --aggregator-pub aggregator/id --site "$s" --round 0 -o "$s/update-0.h5"
+    mkdir -p exchange/rounds/0/updates
+    fedseg-pack "$s/update-0.h5" --key "$s/id" --to aggregator/id -o "exchange/rounds/0/updates/$s.age"
+  done
+  step "aggregator: verify and unpack the packages (the aggregation itself is issue 6)"
+  for s in "${sites[@]}"; do
+    fedseg-verify "exchange/rounds/0/updates/$s.age" --federation exchange/federation.json \
+      --aggregator-pub aggregator/id --identity aggregator/id -o "aggregator/$s-0.h5" --force
+  done
+else
+  for t in init train pack verify; do have "$t" || missing+=("fedseg-$t"); done
+fi
+for t in aggregate eval predict fetch push report; do
   have "$t" || missing+=("fedseg-$t")
 done
 step "what the demo could not run yet"

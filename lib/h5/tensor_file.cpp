@@ -189,7 +189,7 @@ Shape auto_chunks(const Shape& shape, size_t esize) {
 }  // namespace
 
 const std::vector<std::string>& known_kinds() {
-  static const std::vector<std::string> k = {"global", "update", "dataset", "metrics", "checkpoint"};
+  static const std::vector<std::string> k = {"global", "update", "dataset", "metrics", "checkpoint", "partial"};
   return k;
 }
 
@@ -422,13 +422,15 @@ void File::set_attr(const std::string& obj, const std::string& name, const Attr&
     space = Hid(H5Screate_simple(1, &n, nullptr), H5Sclose);
     mem = H5T_NATIVE_INT64;
     type = Hid(H5Tcopy(H5T_STD_I64LE), H5Tclose);
-    buf = vi->data();
+    static const int64_t none = 0;  // H5Awrite refuses a null buffer, even for 0 values
+    buf = vi->empty() ? &none : vi->data();
   } else if (auto* vd = std::get_if<std::vector<double>>(&value)) {
     hsize_t n = vd->size();
     space = Hid(H5Screate_simple(1, &n, nullptr), H5Sclose);
     mem = H5T_NATIVE_DOUBLE;
     type = Hid(H5Tcopy(H5T_IEEE_F64LE), H5Tclose);
-    buf = vd->data();
+    static const double none = 0;
+    buf = vd->empty() ? &none : vd->data();
   }
   Hid a(H5Acreate2(o.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (!a.ok() || H5Awrite(a.get(), mem, buf) < 0)
@@ -475,6 +477,10 @@ Attr File::attr(const std::string& obj, const std::string& name) const {
       throw Error(kExitDataErr, "cannot read " + where + " in", path_, h5_reason("H5Aread failed"));
     out.resize(std::strlen(out.c_str()));
     return out;
+  }
+  if (rank == 1 && n == 0) {  // an empty vector (H5Aread refuses a null buffer)
+    if (cls == H5T_INTEGER) return std::vector<int64_t>{};
+    if (cls == H5T_FLOAT) return std::vector<double>{};
   }
   if (cls == H5T_INTEGER) {
     std::vector<int64_t> v(static_cast<size_t>(n));

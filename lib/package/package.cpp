@@ -55,6 +55,12 @@ bool is_hex(const std::string& s, size_t n) {
 }
 
 bool is_kind(const std::string& k) { return k == "update" || k == "metrics" || k == "global"; }
+// Kinds a trusted comment may carry: the packable HDF5 kinds, and the files the
+// aggregator publishes in the clear with enc=none (lib/fed: federation.json,
+// LATEST, report.json).
+bool is_comment_kind(const std::string& k) {
+  return is_kind(k) || k == "federation" || k == "latest" || k == "report";
+}
 
 // Decimal without sign or leading zeros, fitting int64.
 bool parse_uint(const std::string& s, int64_t& out) {
@@ -72,12 +78,15 @@ bool parse_uint(const std::string& s, int64_t& out) {
 std::string invalid_fields(const Fields& f) {
   if (!valid_id(f.federation)) return "invalid federation id '" + f.federation + "'";
   if (f.round < 0) return "negative round";
-  if (!is_kind(f.kind)) return "invalid kind '" + f.kind + "'";
-  if (f.kind == "global" ? f.site != "-" : !valid_id(f.site))
+  if (!is_comment_kind(f.kind)) return "invalid kind '" + f.kind + "'";
+  const bool aggregator_kind = f.kind == "global" || f.kind == "federation" || f.kind == "latest" || f.kind == "report";
+  if (aggregator_kind ? f.site != "-" : !valid_id(f.site))
     return "invalid site '" + f.site + "' for kind " + f.kind;
   if (f.base != "-" && !is_hex(f.base, 64)) return "invalid base '" + f.base + "'";
   if (!is_hex(f.plain, 64)) return "invalid plain hash '" + f.plain + "'";
-  if (f.enc != "age" && f.enc != "zstd+age") return "invalid enc '" + f.enc + "'";
+  if (f.enc != "age" && f.enc != "zstd+age" && f.enc != "none") return "invalid enc '" + f.enc + "'";
+  if (f.enc == "none" && f.kind != "global" && !(f.kind == "federation" || f.kind == "latest" || f.kind == "report"))
+    return "kind " + f.kind + " must be encrypted (enc=none)";
   if (f.ts < 0) return "negative ts";
   if (!is_hex(f.nonce, 32)) return "invalid nonce '" + f.nonce + "'";
   return {};
@@ -597,6 +606,7 @@ Checked check(const std::string& age_path, const std::string& sig_path_in, const
   c.fields = Fields::parse(sig.trusted_comment, c.sig_path);
   const Fields& f = c.fields;
   auto fail = [&](const std::string& why) { return PackageError(FailClass::fields, age_path, why); };
+  if (f.enc == "none") throw fail("enc=none: a file published in the clear, not a package");
   if (member) {
     c.signer = member->id;
     if (f.federation != signers.roster->federation())

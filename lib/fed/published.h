@@ -1,0 +1,47 @@
+// fedseg::fed published files: what the aggregator publishes in the clear
+// (federation.json, rounds/<r>/global.h5, LATEST, report.json), each with a
+// minisign signature FILE.minisig by the aggregator key whose trusted comment uses
+// the package grammar (package/package.h) with enc=none:
+//
+//   fedseg1 fed=<id> round=<n> site=- kind=<federation|global|latest|report>
+//           base=- plain=<sha256 of FILE> enc=none ts=<unix> nonce=<hex128>
+//
+// so `minisign -Vm FILE -p aggregator/minisign.pub` audits it. Checking order, fail
+// closed: signature (one read computes both BLAKE2b-512 for the signature and
+// SHA-256) → fields (grammar, kind, federation, round) → sha256 = plain. A reader
+// opens the file (HDF5) only after verify_published() returned.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "crypto/minisign.h"
+#include "package/package.h"
+
+namespace fedseg::fed {
+
+struct PublishedExpect {
+  std::string federation;        // empty: any
+  std::optional<int64_t> round;  // nullopt: any
+  std::string kind;              // required
+};
+
+// Signs `path` (already written) and writes path + ".minisig" atomically (mode
+// 0644). Error 73 if the signature exists and !overwrite.
+package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
+                               const std::string& federation, int64_t round, const std::string& kind,
+                               bool overwrite);
+
+// Verifies path against sig_path (default path + ".minisig") and `key`. Error 66
+// when a file is missing; package::PackageError (exit 65, class signature, fields
+// or hash) naming the file otherwise. Returns the signed fields; `sha256` of the
+// file is fields.plain.
+package::Fields verify_published(const crypto::MinisignPublicKey& key, const std::string& path,
+                                 const PublishedExpect& expect, const std::string& sig_path = {});
+
+// The minisign secret key of an identity folder (ID_DIR/minisign.key) or a key
+// file; errors as crypto::MinisignSecretKey::load.
+crypto::MinisignSecretKey load_signing_key(const std::string& id_dir_or_file, const crypto::PasswordSource& password = {});
+
+}  // namespace fedseg::fed

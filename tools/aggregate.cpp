@@ -1,0 +1,868 @@
+// fedseg-aggregate: verifies a round's packages and combines them into the next
+// global model (DESIGN.md §4, §5), with a signed report, a ledger entry and LATEST.
+#include <sodium.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "core/tool.h"
+#include "crypto/age.h"
+#include "fed/exchange.h"
+#include "fed/ledger.h"
+#include "fed/plan.h"
+#include "fed/published.h"
+#include "fed/rules.h"
+#include "h5/tensor_file.h"
+#include "package/package.h"
+
+namespace fedseg::tools {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string exchange, key, state, password_file, password_env, from, out;
+  std::vector<std::string> packages, combine;
+  int64_t round = -1, now = -1;
+  bool partial = false, verify_ledger = false, keep = false;
+};
+
+bool is_dir(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// One accepted input: a site's update (or, when combining, a partial sum).
+struct Input {
+  std::string site, package, plain, nonce;
+  std::string h5path;
+  double examples = 0;
+  h5::File file;
+  double norm2 = 0;
+  std::vector<float> sketch;  // every `stride`-th value of the delta, for the cosine estimate
+  std::string flag;
+};
+
+struct Rejected {
+  std::string site, package, cls, reason;
+};
+
+std::string fmt_duration(double s) { return human_duration(std::max(0.0, s)); }
+
+// The global model's parameter names and shapes.
+std::vector<h5::TensorInfo> params_of(const h5::File& g) {
+  std::vector<h5::TensorInfo> v = g.tensors("params");
+  if (v.empty()) throw Error(kExitDataErr, "no parameters in", g.path(), "not a model file");
+  return v;
+}
+
+// Checks that a file's tensors under `group` are exactly the model's; "" or why not.
+std::string tensors_mismatch(const h5::File& f, const std::string& group, const std::vector<h5::TensorInfo>& params) {
+  std::vector<h5::TensorInfo> t = f.exists(group) ? f.tensors(group) : std::vector<h5::TensorInfo>{};
+  std::map<std::string, const h5::TensorInfo*> have;
+  for (const auto& ti : t) have[ti.name.substr(group.size() + 1)] = &ti;
+  for (const auto& p : params) {
+    const std::string n = p.name.substr(7);  // "params/"
+    auto it = have.find(n);
+    if (it == have.end()) return "no tensor '" + group + "/" + n + "'";
+    if (it->second->shape != p.shape)
+      return "'" + group + "/" + n + "' has shape " + h5::shape_str(it->second->shape) + ", the model " + h5::shape_str(p.shape);
+    if (!it->second->dtype || !h5::dtype_is_float(*it->second->dtype)) return "'" + group + "/" + n + "' is not a float tensor";
+    have.erase(it);
+  }
+  if (!have.empty()) return "'" + group + "/" + have.begin()->first + "' is not a tensor of the model";
+  return {};
+}
+
+bool all_finite(const float* x, size_t n) {
+  float acc = 0;
+  for (size_t i = 0; i < n; ++i) acc += x[i] * 0.f;  // NaN or Inf make it NaN
+  return acc == 0.f;
+}
+
+struct Context {
+  const Options& o;
+  const ToolContext& ctx;
+  fed::Plan plan;
+  fed::RuleConfig rule;
+  crypto::MinisignSecretKey key;
+  std::string state;
+  int64_t R = 0;
+};
+
+// ---------------------------------------------------------------- the streaming pass
+
+struct PassResult {
+  std::vector<double> dot;   // Δ · d_k (exact from the Gram matrix, else from sketches)
+  double delta_norm2 = 0;
+  double clip_threshold = 0;
+  std::vector<double> clip, weight;
+  std::vector<double> krum_scores;
+  std::vector<size_t> krum_selected;
+  bool cosine_exact = false;
+  size_t stride = 1;
+};
+
+// Aggregates `in` (all finite so far) into out_global (and the server state into
+// out_state). Returns false with `bad` set when an input holds a non-finite value
+// (the caller rejects it and runs again).
+bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::TensorInfo>& params,
+                    std::vector<Input>& in, const std::string& group, h5::File* out_global, h5::File* out_partial,
+                    const h5::File* state_in, h5::File* state_out, uint64_t dp_seed, PassResult& res, size_t& bad,
+                    Progress* progress) {
+  const fed::RuleConfig& r = c.rule;
+  const size_t N = in.size();
+  uint64_t total = 0, largest = 0;
+  for (const auto& p : params) {
+    total += h5::numel(p.shape);
+    largest = std::max<uint64_t>(largest, h5::numel(p.shape));
+  }
+  res.stride = std::max<uint64_t>(1, (total * N) / (uint64_t(16) << 20) + 1);  // ≤ 16 M sketch values in all
+  for (auto& x : in) {
+    x.norm2 = 0;
+    x.sketch.clear();
+  }
+  const bool per_site = r.rule == "median" || r.rule == "trimmed-mean";  // needs all N at once
+  std::vector<std::vector<float>> bufs(per_site || r.krum() ? N : 1, std::vector<float>(largest));
+  std::vector<double> delta(largest), m(largest), v(largest), dbuf(group == "sum" ? largest : 0);
+  std::vector<float> w(largest), scratch;
+
+  // First pass when clip factors or Krum distances need whole-model norms.
+  std::vector<std::vector<double>> gram;
+  res.clip.assign(N, 1.0);
+  const bool combining = group == "sum";
+  if (r.needs_norms_first() && !combining) {
+    gram.assign(N, std::vector<double>(N, 0));
+    for (const auto& p : params) {
+      const size_t len = h5::numel(p.shape);
+      const std::string name = group + "/" + p.name.substr(7);
+      for (size_t k = 0; k < N; ++k) {
+        float* b = bufs[r.krum() ? k : 0].data();
+        in[k].file.read(name, h5::DType::f32, b, len * 4);
+        if (!all_finite(b, len)) {
+          bad = k;
+          return false;
+        }
+        double s = 0;
+        for (size_t i = 0; i < len; ++i) s += double(b[i]) * b[i];
+        gram[k][k] += s;
+        if (r.krum())
+          for (size_t j = 0; j < k; ++j) {
+            const float* a = bufs[j].data();
+            double d = 0;
+            for (size_t i = 0; i < len; ++i) d += double(a[i]) * b[i];
+            gram[k][j] += d;
+            gram[j][k] += d;
+          }
+      }
+      if (progress) progress->add(len * N);
+    }
+    std::vector<double> norms(N);
+    for (size_t k = 0; k < N; ++k) norms[k] = std::sqrt(gram[k][k]);
+    res.clip = fed::clip_factors(norms, r, &res.clip_threshold);
+  }
+
+  // Weights.
+  std::vector<double> ex(N);
+  for (size_t k = 0; k < N; ++k) ex[k] = in[k].examples;
+  if (out_partial) {
+    res.weight = ex;  // raw example counts: the combiner divides by the total
+  } else if (combining) {
+    double tw = 0;  // partial sums already carry their example counts: Δ = Σ S_i / Σ T_i
+    for (double e : ex) tw += e;
+    res.weight.assign(N, 1.0 / tw);
+  } else if (r.dp_noise_multiplier > 0) {
+    res.weight.assign(N, 1.0 / double(N));
+  } else if (r.krum()) {
+    const int64_t need = 2 * r.f + 3;
+    if (int64_t(N) < need)
+      throw Error(kExitTempFail, r.rule + " needs at least 2f+3 = " + std::to_string(need) + " valid updates", {},
+                  std::to_string(N) + " are here (f = " + std::to_string(r.f) + ")");
+    std::vector<std::vector<double>> d2(N, std::vector<double>(N, 0));
+    for (size_t i = 0; i < N; ++i)
+      for (size_t j = 0; j < N; ++j)
+        d2[i][j] = res.clip[i] * res.clip[i] * gram[i][i] + res.clip[j] * res.clip[j] * gram[j][j] -
+                   2 * res.clip[i] * res.clip[j] * gram[i][j];
+    res.krum_scores = fed::krum_scores(d2, r.f);
+    const size_t keep = r.rule == "krum" ? 1 : size_t(r.m > 0 ? r.m : int64_t(N) - r.f);
+    res.krum_selected = fed::krum_selected(res.krum_scores, keep);
+    std::vector<double> sel(N, 0.0), w_all = fed::example_weights(ex, 0);
+    double s = 0;
+    for (size_t k : res.krum_selected) s += (r.rule == "krum" ? 1.0 : w_all[k]);
+    for (size_t k : res.krum_selected) sel[k] = (r.rule == "krum" ? 1.0 : w_all[k]) / s;
+    res.weight = sel;
+  } else {
+    res.weight = fed::example_weights(ex, r.max_weight);
+  }
+
+  std::mt19937_64 noise_rng(dp_seed);
+  const double sigma = r.dp_noise_multiplier > 0 ? r.dp_noise_multiplier * r.clip_norm / double(N) : 0;
+  std::vector<double> noise(sigma > 0 ? largest : 0);
+  res.dot.assign(N, 0);
+  res.delta_norm2 = 0;
+  std::vector<float> delta_sketch;
+  for (const auto& p : params) {
+    const size_t len = h5::numel(p.shape);
+    const std::string pname = p.name.substr(7);
+    const std::string name = group + "/" + pname;
+    if (per_site) {
+      std::vector<const float*> x(N);
+      for (size_t k = 0; k < N; ++k) {
+        in[k].file.read(name, h5::DType::f32, bufs[k].data(), len * 4);
+        if (!all_finite(bufs[k].data(), len)) {
+          bad = k;
+          return false;
+        }
+        x[k] = bufs[k].data();
+      }
+      fed::combine(r, x, res.clip, res.weight, len, nullptr, delta.data(), scratch);
+      for (size_t k = 0; k < N; ++k) {
+        double s = 0, d = 0;
+        for (size_t i = 0; i < len; ++i) {
+          s += double(x[k][i]) * x[k][i];
+          d += double(x[k][i]) * delta[i];
+        }
+        in[k].norm2 += s;
+        res.dot[k] += d;
+      }
+      res.cosine_exact = true;
+    } else {
+      // Weighted sums, one input at a time: memory flat in N.
+      std::fill(delta.begin(), delta.begin() + long(len), 0.0);
+      for (size_t k = 0; k < N && combining; ++k) {  // partial sums: float64 as stored
+        in[k].file.read(name, h5::DType::f64, dbuf.data(), len * 8);
+        double s = 0;
+        for (size_t i = 0; i < len; ++i) {
+          if (!std::isfinite(dbuf[i])) {
+            bad = k;
+            return false;
+          }
+          s += dbuf[i] * dbuf[i];
+          delta[i] += res.weight[k] * dbuf[i];
+        }
+        in[k].norm2 += s;
+        for (size_t i = 0; i < len; i += res.stride) in[k].sketch.push_back(float(dbuf[i]));
+      }
+      for (size_t k = 0; k < N && !combining; ++k) {
+        float* b = bufs[r.krum() ? k : 0].data();
+        in[k].file.read(name, h5::DType::f32, b, len * 4);
+        if (!all_finite(b, len)) {
+          bad = k;
+          return false;
+        }
+        const double a = res.weight[k] * res.clip[k];
+        double s = 0;
+        for (size_t i = 0; i < len; ++i) {
+          s += double(b[i]) * b[i];
+          if (a != 0) delta[i] += a * double(b[i]);
+        }
+        in[k].norm2 += s;
+        for (size_t i = 0; i < len; i += res.stride) in[k].sketch.push_back(b[i]);
+        if (progress) progress->add(len);
+      }
+      if (sigma > 0) {
+        for (size_t i = 0; i < len; ++i) {
+          // Box-Muller from the round's seeded generator (reproducible on a rerun).
+          double u1 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
+          double u2 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
+          delta[i] += sigma * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(6.283185307179586 * u2);
+        }
+      }
+    }
+    for (size_t i = 0; i < len; i += res.stride) delta_sketch.push_back(float(delta[i]));
+    for (size_t i = 0; i < len; ++i) res.delta_norm2 += delta[i] * delta[i];
+
+    if (out_partial) {
+      out_partial->write("sum/" + pname, h5::DType::f64, p.shape, delta.data(), h5::DType::f64, {true, 1, {}});
+      continue;
+    }
+    global.read(p.name, h5::DType::f32, w.data(), len * 4);
+    if (r.stateful()) {
+      const bool have = state_in && state_in->exists("m/" + pname);
+      if (have) {
+        state_in->read("m/" + pname, h5::DType::f64, m.data(), len * 8);
+        if (r.adaptive()) state_in->read("v/" + pname, h5::DType::f64, v.data(), len * 8);
+      } else {
+        std::fill(m.begin(), m.begin() + long(len), 0.0);
+        std::fill(v.begin(), v.begin() + long(len), r.tau * r.tau);
+      }
+    }
+    fed::server_step(r, w.data(), delta.data(), m.data(), v.data(), len);
+    out_global->write(p.name, h5::DType::f32, p.shape, w.data(), h5::DType::f32, {true, 1, {}});
+    if (r.stateful() && state_out) {
+      state_out->write("m/" + pname, h5::DType::f64, p.shape, m.data(), h5::DType::f64, {false, 0, {}});
+      if (r.adaptive()) state_out->write("v/" + pname, h5::DType::f64, p.shape, v.data(), h5::DType::f64, {false, 0, {}});
+    }
+  }
+  if (!res.cosine_exact) {
+    if (r.krum() && !gram.empty()) {  // exact: Δ·d_k = Σ_j a_j G_kj
+      for (size_t k = 0; k < N; ++k) {
+        double d = 0;
+        for (size_t j = 0; j < N; ++j) d += res.weight[j] * res.clip[j] * gram[k][j];
+        res.dot[k] = d;
+      }
+      res.cosine_exact = true;
+    } else {
+      for (size_t k = 0; k < N; ++k) {
+        double d = 0;
+        for (size_t i = 0; i < in[k].sketch.size(); ++i) d += double(in[k].sketch[i]) * delta_sketch[i];
+        res.dot[k] = d;
+      }
+      res.cosine_exact = res.stride == 1;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- round steps
+
+
+std::string state_dir_default(const std::string& key, const std::string& fed) {
+  return (is_dir(key) ? key : dirname_of(key)) + "/state/" + fed;
+}
+
+int verify_ledger(const Options& o, const ToolContext& ctx) {
+  crypto::MinisignPublicKey pub = fed::load_signing_key(o.key, {o.password_file, o.password_env}).public_key();
+  fed::Plan plan = fed::Plan::load(fed::federation_path(o.exchange), pub);
+  const std::string state = o.state.empty() ? state_dir_default(o.key, plan.federation()) : o.state;
+  fed::Ledger l = fed::Ledger::load(state + "/ledger.jsonl");
+  json checked = json::array();
+  for (const auto& e : l.entries()) {
+    const int64_t r = e.doc["round"].get<int64_t>();
+    const std::string g = fed::global_path(o.exchange, r + 1);
+    json c{{"index", e.doc["index"]}, {"round", r}, {"sha256", e.sha256}};
+    if (path_exists(g)) {
+      package::Fields f = fed::verify_published(pub, g, {plan.federation(), r + 1, "global"});
+      if (f.plain != e.doc.value("global_sha256", ""))
+        throw Error(kExitDataErr, "ledger does not match the exchange", g,
+                    "its sha256 is " + f.plain + ", ledger entry " + std::to_string(e.doc["index"].get<int64_t>()) + " says " +
+                        e.doc.value("global_sha256", ""));
+      c["global"] = "verified";
+    } else {
+      c["global"] = "absent";
+    }
+    const std::string rep = fed::report_path(o.exchange, r);
+    if (path_exists(rep)) {
+      fed::verify_published(pub, rep, {plan.federation(), r, "report"});
+      if (sha256_file(rep) != e.doc.value("report_sha256", ""))
+        throw Error(kExitDataErr, "ledger does not match the exchange", rep, "the report's sha256 differs from the ledger's");
+      json report = json::parse(read_file(rep, 64 << 20), nullptr, false);
+      const json want = report.is_object() ? report.value("packages", json::array()) : json::array();
+      if (want != e.doc.value("accepted", json::array()))
+        throw Error(kExitDataErr, "ledger does not match the exchange", rep,
+                    "the accepted packages of ledger entry " + std::to_string(e.doc["index"].get<int64_t>()) +
+                        " differ from the signed report's");
+      c["report"] = "verified";
+    }
+    checked.push_back(c);
+  }
+  if (ctx.json()) ctx.emit_json({{"ledger", l.path()}, {"entries", checked}, {"status", "intact"}});
+  else std::cout << l.path() << ": " << l.entries().size() << " entries, chain intact\n";
+  return kExitOk;
+}
+
+// Removes the decrypted updates of a round (and the folder).
+void remove_work(const std::string& work) {
+  if (DIR* d = ::opendir(work.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") std::remove((work + "/" + n).c_str());
+    }
+    ::closedir(d);
+  }
+  ::rmdir(work.c_str());
+}
+
+// Finishes a round whose global model is already written (a rerun after a crash):
+// ledger entry and LATEST from the signed files.
+int finish_round(Context& c, const crypto::MinisignPublicKey& pub, fed::Ledger& ledger) {
+  const int64_t R = c.R;
+  const std::string g = fed::global_path(c.o.exchange, R + 1), rep = fed::report_path(c.o.exchange, R);
+  package::Fields gf = fed::verify_published(pub, g, {c.plan.federation(), R + 1, "global"});
+  fed::verify_published(pub, rep, {c.plan.federation(), R, "report"});
+  json report = json::parse(read_file(rep, 64 << 20));
+  if (!ledger.for_round(R)) {
+    json acc = json::array();
+    for (const auto& a : report["packages"]) acc.push_back(a);
+    ledger.append({{"federation", c.plan.federation()}, {"round", R}, {"global", "rounds/" + std::to_string(R + 1) + "/global.h5"},
+                   {"global_sha256", gf.plain}, {"report_sha256", sha256_file(rep)}, {"accepted", acc},
+                   {"time", fed::utc_now_iso()}});
+  }
+  fed::write_latest(c.o.exchange, {c.plan.federation(), R + 1, "rounds/" + std::to_string(R + 1) + "/global.h5", gf.plain,
+                                   fed::utc_now_iso()},
+                    c.key);
+  if (!c.o.keep) remove_work(c.state + "/round-" + std::to_string(R));
+  log::info("round " + std::to_string(R) + " completed: rounds/" + std::to_string(R + 1) + "/global.h5 published");
+  if (c.ctx.json())
+    c.ctx.emit_json({{"federation", c.plan.federation()}, {"round", R}, {"status", "completed"}, {"global", g},
+                     {"global_sha256", gf.plain}, {"report", rep}});
+  return kExitOk;
+}
+
+// Rewrites LATEST from the ledger (its last round + 1, or 0) and that round's signed
+// global model.
+fed::Latest recover_latest(const Options& o, const crypto::MinisignPublicKey& pub, const std::string& fed_id,
+                           const crypto::MinisignSecretKey& key) {
+  const std::string state = o.state.empty() ? state_dir_default(o.key, fed_id) : o.state;
+  fed::Ledger l = fed::Ledger::load(state + "/ledger.jsonl");
+  const int64_t r = l.entries().empty() ? 0 : l.entries().back().doc["round"].get<int64_t>() + 1;
+  package::Fields gf = fed::verify_published(pub, fed::global_path(o.exchange, r), {fed_id, r, "global"});
+  fed::Latest latest{fed_id, r, "rounds/" + std::to_string(r) + "/global.h5", gf.plain, fed::utc_now_iso()};
+  fed::write_latest(o.exchange, latest, key);
+  log::warn("LATEST did not match its signature (an interrupted update): rewritten for round " + std::to_string(r));
+  return latest;
+}
+
+int run(const Options& o, const ToolContext& ctx) {
+  if (o.verify_ledger) return verify_ledger(o, ctx);
+  if (o.partial && o.out.empty()) throw Error(kExitUsage, "--partial needs -o PARTIAL.h5");
+  if (!o.partial && !o.out.empty()) throw Error(kExitUsage, "-o goes with --partial");
+  if (o.partial && !o.combine.empty()) throw Error(kExitUsage, "--partial and --combine exclude each other");
+  if (!o.combine.empty() && (!o.packages.empty() || !o.from.empty()))
+    throw Error(kExitUsage, "--combine takes partial files, not packages");
+  auto t0 = Clock::now();
+  crypto::MinisignSecretKey key = fed::load_signing_key(o.key, {o.password_file, o.password_env});
+  const crypto::MinisignPublicKey pub = key.public_key();
+  Context c{o, ctx, fed::Plan::load(fed::federation_path(o.exchange), pub), {}, key, {}, 0};
+  c.rule = fed::RuleConfig::from_json(c.plan.aggregation, fed::federation_path(o.exchange));
+  const std::string fed_id = c.plan.federation();
+  if ((o.partial || !o.combine.empty()) &&
+      (!c.rule.linear() || c.rule.clip_quantile > 0 || c.rule.dp_noise_multiplier > 0 || c.rule.max_weight > 0))
+    throw Error(kExitConfig, "partial sums do not combine under this rule", fed::federation_path(o.exchange),
+                "--partial/--combine need the fedavg family without clip_quantile, dp_noise_multiplier or max_weight "
+                "(they need every update at once)");
+  fed::Latest latest;
+  try {
+    latest = fed::read_latest(o.exchange, pub, fed_id);
+  } catch (const package::PackageError& e) {
+    // LATEST and LATEST.minisig out of step: a run killed between their two renames.
+    // The ledger and the signed global models say where the federation is.
+    if (e.fail_class() != package::FailClass::signature) throw;
+    latest = recover_latest(o, pub, fed_id, key);
+    // The interrupted run is finished now; the next run takes the open round.
+    if (ctx.json())
+      ctx.emit_json({{"federation", fed_id}, {"round", latest.round - 1}, {"status", "completed"},
+                     {"latest_round", latest.round}});
+    return kExitOk;
+  }
+  c.R = o.round >= 0 ? o.round : latest.round;
+  const int64_t R = c.R;
+  if (R < latest.round) {
+    log::info("round " + std::to_string(R) + " is already aggregated (LATEST is round " + std::to_string(latest.round) + ")");
+    if (ctx.json()) ctx.emit_json({{"federation", fed_id}, {"round", R}, {"status", "done"}});
+    return kExitOk;
+  }
+  if (R > latest.round)
+    throw Error(kExitUsage, "round " + std::to_string(R) + " is not open", fed::latest_path(o.exchange),
+                "LATEST is at round " + std::to_string(latest.round));
+  c.state = o.state.empty() ? state_dir_default(o.key, fed_id) : o.state;
+  fed::make_dirs(c.state);
+  ::chmod(c.state.c_str(), 0700);
+  fed::Ledger ledger = fed::Ledger::load(c.state + "/ledger.jsonl");
+
+  // A crash after the next global model was published: finish the round.
+  const std::string next = fed::global_path(o.exchange, R + 1);
+  if (!o.partial && path_exists(next + ".minisig") && path_exists(fed::report_path(o.exchange, R) + ".minisig"))
+    return finish_round(c, pub, ledger);
+
+  const std::string gpath = fed::global_path(o.exchange, R);
+  package::Fields gf = fed::verify_published(pub, gpath, {fed_id, R, "global"});
+  if (gf.plain != latest.global_sha256)
+    throw Error(kExitDataErr, "global model is not the one LATEST names", gpath,
+                "sha256 " + gf.plain + ", LATEST says " + latest.global_sha256);
+  h5::File global = h5::File::open(gpath, {"global", true});
+  const std::vector<h5::TensorInfo> params = params_of(global);
+
+  bool passed = true;  // the round's deadline (set from the quorum below)
+  std::vector<Input> inputs;
+  std::vector<Rejected> rejected;
+  std::vector<std::string> missing;
+  json quorum;
+  const std::string work = c.state + "/round-" + std::to_string(R);
+  double verify_s = 0;
+  if (o.combine.empty()) {
+    // Which packages are here: explicit paths, or <dir>/<site>.age of the expected sites.
+    std::vector<std::pair<std::string, std::string>> present;  // site (or ""), path
+    if (!o.packages.empty()) {
+      for (const auto& p : o.packages) present.push_back({"", p});
+    } else {
+      const std::string dir = o.from.empty() ? fed::round_dir(o.exchange, R) + "/updates" : o.from;
+      for (const auto& s : c.plan.quorum.expected) {
+        const std::string p = dir + "/" + s + ".age";
+        if (path_exists(p + ".minisig") && path_exists(p)) present.push_back({s, p});  // signature last: complete
+        else missing.push_back(s);
+      }
+    }
+    // Quorum: all expected sites, or min_sites once the deadline has passed.
+    const int64_t now = o.now >= 0 ? o.now : int64_t(std::time(nullptr));
+    const int64_t deadline = gf.ts + c.plan.quorum.deadline_seconds;
+    passed = now >= deadline;
+    const int64_t min_sites = c.plan.quorum.min_sites;
+    quorum = {{"expected", c.plan.quorum.expected}, {"min_sites", min_sites}, {"reported", int64_t(present.size())},
+              {"missing", missing}, {"deadline", deadline}, {"deadline_passed", passed},
+              {"after_deadline", c.plan.quorum.after_deadline}};
+    auto missing_list = [&]() {
+      std::string s;
+      for (const auto& m : missing) s += (s.empty() ? "" : ", ") + m;
+      return s;
+    };
+    if (!o.partial && !missing.empty()) {
+      const std::string counts = std::to_string(present.size()) + " of " + std::to_string(c.plan.quorum.expected.size()) + " reported";
+      if (!passed)
+        throw Error(kExitTempFail, "round " + std::to_string(R) + " waits for " + missing_list(), {},
+                    counts + ", deadline in " + fmt_duration(double(deadline - now)));
+      if (int64_t(present.size()) < min_sites && c.plan.quorum.after_deadline == "wait")
+        throw Error(kExitTempFail, "round " + std::to_string(R) + " waits for " + missing_list(), {},
+                    counts + ", fewer than " + std::to_string(min_sites) + " after the deadline (policy: wait)");
+      if (present.empty())
+        throw Error(kExitTempFail, "round " + std::to_string(R) + " has no package", {}, "nothing to aggregate yet");
+    }
+
+    // Verify and decrypt each package into the private work folder.
+    fed::make_dirs(work);
+    ::chmod(work.c_str(), 0700);
+    std::vector<crypto::AgeIdentity> ids =
+        crypto::load_identity_file(is_dir(o.key) ? o.key + "/age.key" : dirname_of(o.key) + "/age.key");
+    auto tv = Clock::now();
+    for (const auto& [site_hint, path] : present) {
+      package::Expect ex;
+      ex.federation = fed_id;
+      ex.round = R;
+      ex.site = site_hint;
+      ex.kind = "update";
+      ex.base = gf.plain;
+      ex.accepted = ledger.accepted();
+      ex.nonces = ledger.nonces();
+      const std::string label = site_hint.empty() ? basename_of(path) : site_hint;
+      try {
+        const std::string out = work + "/" + label + ".h5";
+        package::Checked ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, out, true, ctx.threads() > 1 ? 0 : 1);
+        bool dup = false;
+        for (const auto& in : inputs) dup |= in.site == ck.fields.site;
+        if (dup) throw package::PackageError(package::FailClass::fields, path, "a second package of site '" + ck.fields.site + "'");
+        Input in;
+        in.site = ck.fields.site;
+        in.package = path;
+        in.plain = ck.fields.plain;
+        in.nonce = ck.fields.nonce;
+        in.h5path = out;
+        in.file = h5::File::open(out, {"update", true});
+        std::string why = tensors_mismatch(in.file, "delta", params);
+        if (!why.empty()) throw package::PackageError(package::FailClass::inner, path, "tensors: " + why);
+        in.examples = double(in.file.attr_int("/", "num_examples"));
+        if (!(in.examples >= 1)) throw package::PackageError(package::FailClass::inner, path, "num_examples is below 1");
+        inputs.push_back(std::move(in));
+      } catch (const package::PackageError& e) {
+        rejected.push_back({site_hint, path, e.class_name(), e.why()});
+        log::warn("rejected " + path + " (" + e.class_name() + "): " + e.why());
+      } catch (const Error& e) {
+        if (e.code() != kExitDataErr && e.code() != kExitNoInput) throw;
+        rejected.push_back({site_hint, path, e.code() == kExitNoInput ? "missing" : "inner", e.message()});
+        log::warn("rejected " + path + ": " + e.message());
+      }
+    }
+    verify_s = since(tv);
+    std::sort(inputs.begin(), inputs.end(), [](const Input& a, const Input& b) { return a.site < b.site; });
+    if (!o.partial) {
+      const int64_t ok = int64_t(inputs.size());
+      if (ok < c.plan.quorum.min_sites && (!passed || c.plan.quorum.after_deadline == "wait"))
+        throw Error(kExitTempFail, "round " + std::to_string(R) + " has " + std::to_string(ok) + " valid updates", {},
+                    "fewer than " + std::to_string(c.plan.quorum.min_sites) + " (" + std::to_string(rejected.size()) +
+                        " rejected); waiting");
+    }
+    if (inputs.empty()) throw Error(kExitTempFail, "round " + std::to_string(R) + " has no valid update", {}, std::to_string(rejected.size()) + " rejected");
+  } else {
+    // Combining partial sums made with --partial (one per region or machine).
+    for (const auto& p : o.combine) {
+      Input in;
+      in.package = p;
+      in.h5path = p;
+      in.file = h5::File::open(p, {"partial", true});
+      auto bad = [&](const std::string& why) { return Error(kExitDataErr, "partial sum does not fit", p, why); };
+      if (in.file.attr_string("/", "federation") != fed_id || in.file.attr_int("/", "round") != R ||
+          in.file.attr_string("/", "base_sha256") != gf.plain)
+        throw bad("made for another federation, round or global model");
+      std::string why = tensors_mismatch(in.file, "sum", params);
+      if (!why.empty()) throw bad(why);
+      in.examples = in.file.attr_double("/", "total_weight");
+      in.site = "partial:" + basename_of(p);
+      inputs.push_back(std::move(in));
+    }
+  }
+
+  // Aggregate (again without an input found to hold non-finite values).
+  std::unique_ptr<h5::Output> out_global, out_partial, out_state;
+  PassResult res;
+  uint64_t dp_seed = 0;
+  if (c.rule.dp_noise_multiplier > 0) {
+    const std::string seed_path = c.state + "/round-" + std::to_string(R) + ".dp-seed";
+    if (!path_exists(seed_path)) {
+      uint8_t b[8];
+      randombytes_buf(b, sizeof b);
+      write_file_atomic(seed_path, to_hex(b, sizeof b) + "\n", false, 0600);
+    }
+    dp_seed = std::stoull(read_file(seed_path, 64), nullptr, 16);
+  }
+  std::unique_ptr<h5::File> state_in;
+  const std::string state_in_path = c.state + "/server-" + std::to_string(R) + ".h5";
+  if (c.rule.stateful() && path_exists(state_in_path)) state_in = std::make_unique<h5::File>(h5::File::open(state_in_path, {"checkpoint", true}));
+  else if (c.rule.stateful() && R > 0) log::warn("no server optimizer state " + state_in_path + ": starting it afresh");
+  auto ta = Clock::now();
+  for (;;) {
+    if (o.partial) {
+      out_partial = std::make_unique<h5::Output>(o.out, "partial", "fedseg-aggregate", json{{"round", R}}.dump(), ctx.force());
+    } else {
+      fed::make_dirs(fed::round_dir(o.exchange, R + 1));
+      out_global = std::make_unique<h5::Output>(next, "global", "fedseg-aggregate", json{{"round", R}, {"rule", c.rule.to_json()}}.dump(), true);
+      if (c.rule.stateful())
+        out_state = std::make_unique<h5::Output>(c.state + "/server-" + std::to_string(R + 1) + ".h5", "checkpoint",
+                                                 "fedseg-aggregate", "{}", true);
+    }
+    size_t bad = 0;
+    uint64_t work_total = 0;
+    for (const auto& p : params) work_total += h5::numel(p.shape) * inputs.size();
+    Progress progress("aggregating", work_total * (c.rule.needs_norms_first() ? 2 : 1));
+    bool ok = aggregate_pass(c, global, params, inputs, o.combine.empty() ? "delta" : "sum",
+                             out_global ? &out_global->file() : nullptr, out_partial ? &out_partial->file() : nullptr,
+                             state_in.get(), out_state ? &out_state->file() : nullptr, dp_seed, res, bad, &progress);
+    if (ok) break;
+    if (!o.combine.empty()) throw Error(kExitDataErr, "partial sum holds NaN or infinite values", inputs[bad].package);
+    rejected.push_back({inputs[bad].site, inputs[bad].package, "values", "NaN or infinite values in the update"});
+    log::warn("rejected " + inputs[bad].package + " (values): NaN or infinite values");
+    inputs.erase(inputs.begin() + long(bad));
+    out_global.reset();
+    out_partial.reset();
+    out_state.reset();
+    if (!o.partial && o.combine.empty() && int64_t(inputs.size()) < c.plan.quorum.min_sites &&
+        (!passed || c.plan.quorum.after_deadline == "wait"))
+      throw Error(kExitTempFail, "round " + std::to_string(R) + " has " + std::to_string(inputs.size()) + " valid updates", {},
+                  "fewer than " + std::to_string(c.plan.quorum.min_sites) + " (" + std::to_string(rejected.size()) +
+                      " rejected); waiting");
+    if (inputs.empty()) throw Error(kExitTempFail, "round " + std::to_string(R) + " has no valid update left");
+  }
+  const double agg_s = since(ta);
+
+  // Per-input statistics and flags.
+  const size_t N = inputs.size();
+  std::vector<double> norms(N);
+  for (size_t k = 0; k < N; ++k) norms[k] = std::sqrt(inputs[k].norm2);
+  const double med = fed::quantile(norms, 0.5);
+  const double dn = std::sqrt(res.delta_norm2);
+  json accepted = json::array(), ledger_acc = json::array(), parents = json::array();
+  for (size_t k = 0; k < N; ++k) {
+    const Input& in = inputs[k];
+    const double cosv = norms[k] > 0 && dn > 0 ? res.dot[k] / (norms[k] * dn) : 0;
+    json flags = json::array();
+    if (N >= 3 && med > 0 && norms[k] > 3 * med) flags.push_back("norm " + std::to_string(norms[k] / med).substr(0, 5) + "x the median");
+    if (N >= 3 && cosv < 0) flags.push_back("points away from the aggregate (cosine < 0)");
+    if (!res.krum_selected.empty() && !std::binary_search(res.krum_selected.begin(), res.krum_selected.end(), k))
+      flags.push_back("not selected by " + c.rule.rule);
+    if (res.clip[k] < 1) flags.push_back("clipped");
+    json a{{"site", in.site}, {"num_examples", in.examples}, {"weight", res.weight[k]}, {"norm", norms[k]},
+           {"cosine", cosv}, {"clip_factor", res.clip[k]}, {"flags", flags}, {"plain", in.plain}, {"nonce", in.nonce},
+           {"package", in.package}};
+    if (!res.krum_scores.empty()) a["krum_score"] = res.krum_scores[k];
+    accepted.push_back(a);
+    if (o.combine.empty()) {
+      ledger_acc.push_back({{"site", in.site}, {"plain", in.plain}, {"nonce", in.nonce}});
+      parents.push_back(in.plain);
+    } else {
+      json sites = json::parse(in.file.attr_string("/", "sites"));
+      for (const auto& s : sites) {
+        ledger_acc.push_back({{"site", s["site"]}, {"plain", s["plain"]}, {"nonce", s["nonce"]}});
+        parents.push_back(s["plain"]);
+      }
+    }
+  }
+  json rej = json::array();
+  for (const auto& r : rejected) rej.push_back({{"site", r.site}, {"package", r.package}, {"class", r.cls}, {"reason", r.reason}});
+
+  if (o.partial) {
+    h5::File& f = out_partial->file();
+    f.set_attr("/", "federation", fed_id);
+    f.set_attr("/", "round", R);
+    f.set_attr("/", "base_sha256", gf.plain);
+    double tw = 0;
+    for (const auto& in : inputs) tw += in.examples;
+    f.set_attr("/", "total_weight", tw);
+    f.set_attr("/", "sites", ledger_acc.dump());
+    f.set_attr("/", "rule", c.rule.to_json().dump());
+    out_partial->commit();
+    const size_t n_inputs = inputs.size();
+    inputs.clear();
+    if (!o.keep) remove_work(work);
+    log::info(o.out + ": partial sum of " + std::to_string(n_inputs) + " updates (total weight " + std::to_string(int64_t(tw)) + "), " +
+              std::to_string(rejected.size()) + " rejected");
+    if (ctx.json()) ctx.emit_json({{"partial", o.out}, {"round", R}, {"accepted", accepted}, {"rejected", rej}, {"total_weight", tw}});
+    return rejected.empty() ? kExitOk : kExitDataErr;
+  }
+
+  // Publish: report, server state, global model, ledger, LATEST (last).
+  h5::File& g = out_global->file();
+  g.set_attr("/", "federation", fed_id);
+  g.set_attr("/", "round", R + 1);
+  g.set_attr("/", "architecture", global.attr_string("/", "architecture"));
+  g.set_attr("/", "parents", parents.dump());
+  if (global.has_attr("/", "num_parameters")) g.set_attr("/", "num_parameters", global.attr_int("/", "num_parameters"));
+  json privacy = nullptr;
+  int64_t dp_rounds = 0;
+  if (c.rule.dp_noise_multiplier > 0) {
+    for (const auto& e : ledger.entries()) dp_rounds += e.doc.value("dp", false) ? 1 : 0;
+    dp_rounds += 1;
+    privacy = {{"mechanism", "Gaussian, central, every site each round (no subsampling amplification)"},
+               {"noise_multiplier", c.rule.dp_noise_multiplier},
+               {"clip_norm", c.rule.clip_norm},
+               {"delta", c.rule.dp_delta},
+               {"rounds", dp_rounds},
+               {"epsilon", fed::dp_epsilon(dp_rounds, c.rule.dp_noise_multiplier, c.rule.dp_delta)}};
+  }
+  json report{{"fedseg_report", 1},
+              {"federation", fed_id},
+              {"round", R},
+              {"global_in", {{"path", "rounds/" + std::to_string(R) + "/global.h5"}, {"sha256", gf.plain}}},
+              {"global_out", "rounds/" + std::to_string(R + 1) + "/global.h5"},
+              {"rule", c.rule.to_json()},
+              {"quorum", quorum},
+              {"accepted", accepted},
+              {"rejected", rej},
+              {"packages", ledger_acc},
+              {"update_norm", dn},
+              {"clip_threshold", res.clip_threshold},
+              {"cosine", res.cosine_exact ? "exact" : "estimated on every " + std::to_string(res.stride) + "th coordinate"},
+              {"privacy", privacy},
+              {"timings", {{"verify_seconds", verify_s}, {"aggregate_seconds", agg_s}, {"total_seconds", since(t0)}}},
+              {"created", fed::utc_now_iso()}};
+  const std::string rep = fed::report_path(o.exchange, R);
+  write_file_atomic(rep, report.dump(2) + "\n", true, 0644);
+  fed::sign_published(key, rep, fed_id, R, "report", true);
+  if (out_state) {
+    out_state->file().set_attr("/", "rule", c.rule.to_json().dump());
+    out_state->file().set_attr("/", "round", R + 1);
+    out_state->commit();
+  }
+  out_global->commit();
+  package::Fields nf = fed::sign_published(key, next, fed_id, R + 1, "global", true);
+  json entry{{"federation", fed_id}, {"round", R}, {"global", "rounds/" + std::to_string(R + 1) + "/global.h5"},
+             {"global_sha256", nf.plain}, {"report_sha256", sha256_file(rep)}, {"accepted", ledger_acc},
+             {"time", fed::utc_now_iso()}};
+  if (c.rule.dp_noise_multiplier > 0) entry["dp"] = true;
+  if (!ledger.for_round(R)) ledger.append(entry);
+  fed::write_latest(o.exchange, {fed_id, R + 1, "rounds/" + std::to_string(R + 1) + "/global.h5", nf.plain, fed::utc_now_iso()}, key);
+  inputs.clear();  // close the files
+  if (!o.keep && o.combine.empty()) remove_work(work);
+  log::info("round " + std::to_string(R) + ": " + std::to_string(N) + " accepted, " + std::to_string(rejected.size()) +
+            " rejected, " + std::to_string(missing.size()) + " missing; rounds/" + std::to_string(R + 1) +
+            "/global.h5 published (" + c.rule.rule + ")");
+  if (ctx.json())
+    ctx.emit_json({{"federation", fed_id}, {"round", R}, {"status", "aggregated"}, {"global", next},
+                   {"global_sha256", nf.plain}, {"report", rep}, {"accepted", accepted}, {"rejected", rej},
+                   {"missing", missing}, {"privacy", privacy}});
+  return kExitOk;
+}
+
+}  // namespace
+
+const ToolDef& aggregate() {
+  static const ToolDef def{
+      {
+          "aggregate",
+          "verify a round's packages and publish the next global model",
+          "EXCHANGE_DIR --key AGG_ID_DIR [--round R] [--packages PKG.age... | --from DIR] [--partial -o PARTIAL.h5 | "
+          "--combine PARTIAL.h5...] | --verify-ledger",
+          "Run by the aggregator operator, by hand or from cron. For the open round R (LATEST's, or --round) it "
+          "reads federation.json (its signature must verify with the key in AGG_ID_DIR), the rule and the quorum, "
+          "and the packages rounds/R/updates/<site>.age of the expected sites (a package counts once its "
+          ".age.minisig exists; --from DIR or --packages name others).\n\n"
+          "Quorum: it aggregates when every expected site has reported, or when the deadline (the plan's "
+          "deadline_seconds after round R's global model was signed) has passed and at least min_sites have. "
+          "Otherwise it exits 75 with one line naming who is missing. Past the deadline with fewer than "
+          "min_sites, the plan's after_deadline decides: wait (exit 75) or aggregate what is there.\n\n"
+          "Each package goes through the fail-closed order of fedseg-verify (size, signature by the site's key in "
+          "the roster, signed fields: federation, round R, site, kind update, base = round R's global sha256, not "
+          "already in the ledger, nonce unseen; decryption into the private state folder; sha256; inner "
+          "attributes); then its tensor names and shapes must be the global model's and all values finite. A "
+          "package that fails is rejected with its class and reason and the others proceed.\n\n"
+          "Rules (the plan's aggregation.rule, parameters beside it): fedavg (weighted by num_examples, "
+          "max_weight caps one site's weight), fedavgm (server momentum), fedadam, fedyogi, fedadagrad (server "
+          "optimizer state kept in the state folder per round, so reruns and restarts continue it), median, "
+          "trimmed-mean (beta), krum and multi-krum (f, m); clip_norm or clip_quantile clip each update's L2 "
+          "norm first; dp_noise_multiplier adds central Gaussian noise (with clip_norm) and the report gives the "
+          "privacy spent so far (epsilon at dp_delta, Renyi accounting). The formulas are in lib/fed/rules.h.\n\n"
+          "Outputs, each signed by the aggregator and written atomically, in this order: rounds/R/report.json "
+          "(accepted sites with example counts, weights, update norms, cosine to the aggregate and flags for "
+          "outliers; rejected packages with class and reason; missing sites; the rule; privacy), the server "
+          "state, rounds/R+1/global.h5 (its parents attribute lists the accepted packages' signed plaintext "
+          "sha256), a ledger entry appended to STATE/ledger.jsonl (a hash chain: each entry holds the sha256 of "
+          "the previous one, the new global model's and the accepted packages'), and LATEST, last. A crash at any "
+          "point leaves the previous round intact; rerunning completes the round; a rerun after success does "
+          "nothing and exits 0. --verify-ledger rechecks the whole chain against the exchange.\n\n"
+          "Memory: fedavg, the FedOpt rules and clipping stream one tensor of one update at a time (about one "
+          "model tensor per input for median, trimmed mean and Krum). --partial -o PARTIAL.h5 writes the "
+          "example-weighted sum of the given packages and its total weight instead; --combine PARTIAL.h5... "
+          "finishes the round from such partial sums (fedavg family), with the same result as aggregating all "
+          "packages at once.\n\n"
+          "STATE (--state, default AGG_ID_DIR/state/FEDERATION, mode 0700) holds the ledger, the server state "
+          "and, while a round runs, the decrypted updates (removed afterwards unless --keep-updates).",
+          {{"fedseg-aggregate /srv/exchange --key /etc/fedseg/aggregator", "Aggregate the open round when its quorum is met."},
+           {"fedseg-aggregate /srv/exchange --key agg --partial -o east.h5 --packages a.age b.age",
+            "A partial sum of two packages, for hierarchical aggregation."},
+           {"fedseg-aggregate /srv/exchange --key agg --combine east.h5 west.h5", "Finish the round from partial sums."},
+           {"fedseg-aggregate /srv/exchange --key agg --verify-ledger", "Recheck the ledger's hash chain."}},
+          {},
+          {{0, "the round was aggregated, or already was (nothing to do)"},
+           {64, "invalid options, or --round names a round that is not open"},
+           {65, "a partial sum or the ledger is bad; with --partial, some package was rejected"},
+           {66, "the exchange, the plan or the key is missing"},
+           {73, "an output cannot be written"},
+           {75, "quorum not met (sites missing before the deadline, or too few valid updates): run again later"},
+           {77, "the aggregator's secret key is readable by group or others"},
+           {78, "the plan's rule or quorum is invalid"}},
+          "A document {\"tool\", \"version\", \"federation\", \"round\", \"status\" (aggregated | completed | done), "
+          "\"global\", \"global_sha256\", \"report\", \"accepted\" [{site, num_examples, weight, norm, cosine, "
+          "clip_factor, flags, plain, nonce, package}], \"rejected\" [{site, package, class, reason}], \"missing\", "
+          "\"privacy\"}; --partial: {\"partial\", \"round\", \"accepted\", \"rejected\", \"total_weight\"}; "
+          "--verify-ledger: {\"ledger\", \"entries\", \"status\"}.",
+          {"fedseg-init", "fedseg-train", "fedseg-pack", "fedseg-verify"},
+      },
+      [](CLI::App& app) -> RunFn {
+        auto o = std::make_shared<Options>();
+        app.add_option("EXCHANGE_DIR", o->exchange, "the exchange folder")->required()->type_name("EXCHANGE_DIR");
+        app.add_option("--key", o->key, "the aggregator's identity folder")->required()->type_name("AGG_ID_DIR");
+        app.add_option("--round", o->round, "the round to aggregate (default: LATEST's)")->type_name("R");
+        app.add_option("--state", o->state, "the aggregator's private state folder")->type_name("STATE");
+        app.add_option("--packages", o->packages, "these packages instead of the round's updates folder")->type_name("PKG.age");
+        app.add_option("--from", o->from, "read <site>.age from this folder")->type_name("DIR");
+        app.add_flag("--partial", o->partial, "write a partial weighted sum (-o) instead of publishing");
+        app.add_option("-o,--output", o->out, "the partial sum file (with --partial)")->type_name("PARTIAL.h5");
+        app.add_option("--combine", o->combine, "finish the round from partial sums")->type_name("PARTIAL.h5");
+        app.add_flag("--verify-ledger", o->verify_ledger, "recheck the ledger's hash chain against the exchange");
+        app.add_flag("--keep-updates", o->keep, "keep the decrypted updates in the state folder");
+        app.add_option("--now", o->now, "the current time as a Unix timestamp (for tests and dry runs of the quorum)")
+            ->type_name("UNIX");
+        app.add_option("--password-file", o->password_file, "password of a password-protected minisign key (first line)")
+            ->type_name("FILE");
+        app.add_option("--password-env", o->password_env, "environment variable holding that password")->type_name("VAR");
+        return [o](const ToolContext& ctx) { return run(*o, ctx); };
+      },
+  };
+  return def;
+}
+
+}  // namespace fedseg::tools
