@@ -104,6 +104,7 @@ int run(const Options& o, const ToolContext& ctx) {
   }
   po.require_label = o.require_label;
   po.float16 = *dtype == h5::DType::f16;
+  po.packed = true;  // chunks are built from the channels' boxes (prep::copy_image_box)
   const nlohmann::json options = {{"scheme", scheme},     {"spacing", o.spacing},           {"resample", po.resample},
                                   {"margin", o.margin},   {"clip_percentiles", o.clip},     {"dtype", o.dtype},
                                   {"val_fraction", o.val_fraction}};
@@ -122,10 +123,11 @@ int run(const Options& o, const ToolContext& ctx) {
       throw Error(kExitCantCreate, "output exists", o.out, "made with other options; use --force to rebuild it");
   }
 
-  // Hash the inputs (cheap next to decoding them) to find what changed.
+  // Hash the inputs (cheap next to decoding them) to find what changed. Without a
+  // dataset to update, cases are hashed as they are read (prep::process_case).
   std::vector<std::vector<std::string>> hashes(cases.size());
   std::vector<std::string> hash_errors(cases.size());
-  parallel_for(cases.size(), ctx.threads(), [&](size_t i) {
+  parallel_for(old ? cases.size() : 0, ctx.threads(), [&](size_t i) {
     const auto& c = cases[i];
     if (!c.problem.empty()) return;
     try {
@@ -172,8 +174,17 @@ int run(const Options& o, const ToolContext& ctx) {
     return out_file->file();
   };
   Progress progress("preprocessing", to_process.size());
-  std::vector<std::optional<prep::Case>> done(cases.size());
-  std::vector<prep::Case> spare;  // written cases whose buffers the next ones reuse
+  // A preprocessed case as the writer needs it: attributes, and its tensors already
+  // chunked and compressed by the worker that made it (the writer only stores them).
+  struct Prepared {
+    prep::Case info;  // attributes, sanity, warnings; its image buffers stay with the worker
+    h5::EncodedTensor image, label;
+    bool has_label = false;
+  };
+  std::vector<std::optional<Prepared>> done(cases.size());
+  std::vector<Prepared> spare;  // written cases whose buffers the next ones reuse
+  h5::WriteOptions wo;
+  wo.zstd_level = o.zstd_level;
   std::mutex spare_mu;
   std::vector<char> ready(cases.size(), 0), pending(cases.size(), 0);
   for (size_t ci : to_process) pending[ci] = 1;
@@ -181,16 +192,37 @@ int run(const Options& o, const ToolContext& ctx) {
     std::string err;
     try {
       if (!hash_errors[ci].empty()) throw Error(kExitNoInput, hash_errors[ci]);
-      prep::Case c;
+      Prepared p;
       {
         std::lock_guard<std::mutex> lock(spare_mu);
         if (!spare.empty()) {
-          c = std::move(spare.back());
+          p = std::move(spare.back());
           spare.pop_back();
         }
       }
+      thread_local prep::Case c;  // the big buffers, reused by this thread
       prep::process_case(cases[ci], hashes[ci], po, c);
-      done[ci] = std::move(c);
+      const uint64_t X = static_cast<uint64_t>(c.shape[0]), Y = static_cast<uint64_t>(c.shape[1]),
+                     Z = static_cast<uint64_t>(c.shape[2]);
+      h5::WriteOptions w = wo;
+      w.chunks = {1, std::min<uint64_t>(Z, 64), std::min<uint64_t>(Y, 64), std::min<uint64_t>(X, 64)};
+      h5::encode(po.float16 ? h5::DType::f16 : h5::DType::f32, {4, Z, Y, X},
+                 [&](const h5::Shape& start, const h5::Shape& dims, void* buf) {
+                   prep::copy_image_box(c, {start[0], start[1], start[2], start[3]}, {dims[0], dims[1], dims[2], dims[3]},
+                                        buf);
+                 },
+                 w, p.image);
+      p.has_label = !c.label.empty();
+      if (p.has_label) {
+        w.chunks = {std::min<uint64_t>(Z, 64), std::min<uint64_t>(Y, 64), std::min<uint64_t>(X, 64)};
+        h5::encode(h5::DType::u8, {Z, Y, X}, c.label.data(), w, p.label);
+      }
+      p.info.id = c.id;
+      p.info.shape = c.shape;
+      p.info.attrs = std::move(c.attrs);
+      p.info.sanity = std::move(c.sanity);
+      p.info.warnings = std::move(c.warnings);
+      done[ci] = std::move(p);
     } catch (const Error& e) {
       err = e.message();
     } catch (const std::bad_alloc&) {
@@ -245,8 +277,6 @@ int run(const Options& o, const ToolContext& ctx) {
   for (int t = 0; t < nworkers; ++t) workers.emplace_back(worker);
 
   size_t written = 0, unchanged = 0, skipped = 0, n_train = 0, n_val = 0;
-  h5::WriteOptions wo;
-  wo.zstd_level = o.zstd_level;
   for (size_t i = 0; i < cases.size(); ++i) {
     Result& r = results[i];
     if (pending[i]) {  // not r.status: a worker may be writing it
@@ -273,18 +303,10 @@ int run(const Options& o, const ToolContext& ctx) {
       f.copy_from(*old, group);
       ++unchanged;
     } else {
-      prep::Case& c = *done[i];
-      const uint64_t X = static_cast<uint64_t>(c.shape[0]), Y = static_cast<uint64_t>(c.shape[1]),
-                     Z = static_cast<uint64_t>(c.shape[2]);
-      wo.chunks = {1, std::min<uint64_t>(Z, 64), std::min<uint64_t>(Y, 64), std::min<uint64_t>(X, 64)};
-      if (po.float16)
-        f.write(group + "/image", h5::DType::f16, {4, Z, Y, X}, c.image16.data(), h5::DType::f16, wo);
-      else
-        f.write(group + "/image", h5::DType::f32, {4, Z, Y, X}, c.image.data(), h5::DType::f32, wo);
-      if (!c.label.empty()) {
-        wo.chunks = {std::min<uint64_t>(Z, 64), std::min<uint64_t>(Y, 64), std::min<uint64_t>(X, 64)};
-        f.write(group + "/label", h5::DType::u8, {Z, Y, X}, c.label.data(), h5::DType::u8, wo);
-      }
+      Prepared& p = *done[i];
+      const prep::Case& c = p.info;
+      f.write(group + "/image", p.image);
+      if (p.has_label) f.write(group + "/label", p.label);
       for (const auto& [k, v] : c.attrs.items()) set_json_attr(f, group, k, v);
       f.set_attr(group, "sanity", c.sanity.dump());
       for (const auto& w : c.warnings) log::warn("case " + r.id + ": " + w);

@@ -558,11 +558,21 @@ void ensure_parent_groups(hid_t file, const std::string& name) {
 }
 }  // namespace
 
-void File::write(const std::string& name, DType stored, const Shape& shape, const void* data, DType mem,
-                 const WriteOptions& opts) {
-  quiet();
+namespace {
+// The chunk shape write() uses: opts.chunks (or about 1 MiB) clipped to the shape.
+Shape resolve_chunks(const std::string& name, const Shape& shape, DType stored, const WriteOptions& opts) {
+  Shape chunks = opts.chunks.empty() ? auto_chunks(shape, dtype_size(stored)) : opts.chunks;
+  if (chunks.size() != shape.size()) throw Error(kExitSoftware, "chunk rank differs from tensor rank", name);
+  for (size_t i = 0; i < chunks.size(); ++i) chunks[i] = std::max<uint64_t>(1, std::min(chunks[i], shape[i]));
+  return chunks;
+}
+
+// Creates the dataset of a tensor (its chunks, filters and creation properties),
+// shared by both write() paths so that they make the same file.
+Hid create_dataset(hid_t file, const std::string& path, const std::string& name, DType stored, const Shape& shape,
+                   bool compress, const Shape& chunks, int zstd_level) {
   auto fail = [&](const char* fallback) {
-    return Error(kExitIoErr, "cannot write tensor '" + name + "' to", path_, h5_reason(fallback));
+    return Error(kExitIoErr, "cannot write tensor '" + name + "' to", path, h5_reason(fallback));
   };
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   Hid space(shape.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
@@ -574,21 +584,55 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
   Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_obj_track_times(dcpl.get(), false);  // same inputs, same bytes
   H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);  // every value is written: no fill pass
-  uint64_t n = numel(shape);
-  if (opts.compress && !shape.empty() && n > 0) {
-    Shape chunks = opts.chunks.empty() ? auto_chunks(shape, dtype_size(stored)) : opts.chunks;
-    if (chunks.size() != shape.size()) throw Error(kExitSoftware, "chunk rank differs from tensor rank", name);
-    for (size_t i = 0; i < chunks.size(); ++i) chunks[i] = std::max<uint64_t>(1, std::min(chunks[i], shape[i]));
+  if (compress) {
     std::vector<hsize_t> cd(chunks.begin(), chunks.end());
     H5Pset_chunk(dcpl.get(), static_cast<int>(cd.size()), cd.data());
     if (dtype_size(stored) > 1) H5Pset_shuffle(dcpl.get());
-    unsigned level = static_cast<unsigned>(opts.zstd_level);  // negative levels as two's complement
+    unsigned level = static_cast<unsigned>(zstd_level);  // negative levels as two's complement
     if (H5Pset_filter(dcpl.get(), FEDSEG_H5Z_FILTER_ZSTD, H5Z_FLAG_MANDATORY, 1, &level) < 0) throw fail("zstd filter");
   }
-  ensure_parent_groups(id_, name);
-  Hid ds(H5Dcreate2(id_, slash(name).c_str(), le_type(stored), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+  ensure_parent_groups(file, name);
+  Hid ds(H5Dcreate2(file, slash(name).c_str(), le_type(stored), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
          H5Dclose);
   if (!ds.ok()) throw fail("H5Dcreate failed");
+  return ds;
+}
+
+// HDF5's byte shuffle (H5Z_FILTER_SHUFFLE): byte b of element i goes to b * n + i.
+void shuffle_bytes(const unsigned char* in, size_t esize, size_t nbytes, unsigned char* out) {
+  const size_t n = nbytes / esize;
+  if (esize <= 1 || n <= 1) {
+    std::memcpy(out, in, nbytes);
+    return;
+  }
+  if (esize == 2) {
+    unsigned char* lo = out;
+    unsigned char* hi = out + n;
+    for (size_t i = 0; i < n; ++i) {
+      lo[i] = in[2 * i];
+      hi[i] = in[2 * i + 1];
+    }
+  } else if (esize == 4) {
+    for (size_t i = 0; i < n; ++i)
+      for (size_t b = 0; b < 4; ++b) out[b * n + i] = in[4 * i + b];
+  } else {
+    for (size_t i = 0; i < n; ++i)
+      for (size_t b = 0; b < esize; ++b) out[b * n + i] = in[esize * i + b];
+  }
+  std::memcpy(out + n * esize, in + n * esize, nbytes - n * esize);  // leftover bytes stay (none here)
+}
+}  // namespace
+
+void File::write(const std::string& name, DType stored, const Shape& shape, const void* data, DType mem,
+                 const WriteOptions& opts) {
+  quiet();
+  auto fail = [&](const char* fallback) {
+    return Error(kExitIoErr, "cannot write tensor '" + name + "' to", path_, h5_reason(fallback));
+  };
+  uint64_t n = numel(shape);
+  const bool compress = opts.compress && !shape.empty() && n > 0;
+  Hid ds = create_dataset(id_, path_, name, stored, shape, compress,
+                          compress ? resolve_chunks(name, shape, stored, opts) : Shape{}, opts.zstd_level);
   if (n == 0) return;
   if (stored == DType::f16 && (mem == DType::f32 || mem == DType::f64)) {
     RawVector<uint16_t> half(n);
@@ -601,6 +645,111 @@ void File::write(const std::string& name, DType stored, const Shape& shape, cons
     return;
   }
   if (H5Dwrite(ds.get(), le_type(mem), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) throw fail("H5Dwrite failed");
+}
+
+void encode(DType t, const Shape& shape, const ChunkFill& fill, const WriteOptions& opts, EncodedTensor& out) {
+  const uint64_t n = numel(shape);
+  if (!opts.compress || shape.empty() || n == 0)
+    throw Error(kExitSoftware, "cannot encode a tensor without chunks", shape_str(shape));
+  out.dtype = t;
+  out.shape = shape;
+  out.chunks = resolve_chunks("", shape, t, opts);
+  out.zstd_level = opts.zstd_level;
+  out.bytes.clear();
+  out.ends.clear();
+  const size_t esize = dtype_size(t);
+  const size_t chunk_bytes = static_cast<size_t>(numel(out.chunks)) * esize;
+  const size_t bound = fedseg_h5z_zstd_bound(chunk_bytes);
+  // Per-thread scratch, reused from tensor to tensor.
+  thread_local RawVector<unsigned char> raw, shuffled;
+  raw.resize(chunk_bytes);
+  shuffled.resize(chunk_bytes);
+  const size_t rank = shape.size();
+  // Room for every chunk's worst case, reserved (not touched): no reallocation and
+  // copy as the output grows, and fresh pages only for what is written. Twice that
+  // when it grows, so that a buffer reused for a somewhat larger tensor keeps its pages.
+  uint64_t nchunks = 1;
+  for (size_t d = 0; d < rank; ++d) nchunks *= (shape[d] + out.chunks[d] - 1) / out.chunks[d];
+  const size_t need = static_cast<size_t>(nchunks) * bound;
+  if (out.bytes.capacity() < need) out.bytes.reserve(2 * need);
+  Shape start(rank, 0);
+  for (;;) {
+    fill(start, out.chunks, raw.data());
+    const unsigned char* src = raw.data();
+    if (esize > 1) {
+      shuffle_bytes(raw.data(), esize, chunk_bytes, shuffled.data());
+      src = shuffled.data();
+    }
+    const size_t at = out.bytes.size();
+    out.bytes.resize(at + bound);
+    const size_t z = fedseg_h5z_zstd_compress(opts.zstd_level, src, chunk_bytes, out.bytes.data() + at, bound);
+    if (z == 0) throw Error(kExitSoftware, "zstd compression failed", shape_str(shape));
+    out.bytes.resize(at + z);
+    out.ends.push_back(at + z);
+    // Next chunk in C order of the chunk grid.
+    size_t d = rank;
+    while (d > 0) {
+      --d;
+      start[d] += out.chunks[d];
+      if (start[d] < shape[d]) break;
+      start[d] = 0;
+      if (d == 0) return;
+    }
+  }
+}
+
+void encode(DType t, const Shape& shape, const void* data, const WriteOptions& opts, EncodedTensor& out) {
+  const size_t esize = dtype_size(t);
+  const auto* base = static_cast<const unsigned char*>(data);
+  const size_t rank = shape.size();
+  encode(t, shape, [&](const Shape& start, const Shape& dims, void* dst) {
+    // Rows along the last axis; everything beyond the shape is 0.
+    auto* o = static_cast<unsigned char*>(dst);
+    const uint64_t rows = numel(dims) / dims[rank - 1];
+    const uint64_t row_in = std::min(dims[rank - 1], shape[rank - 1] - start[rank - 1]);
+    const size_t row_bytes = static_cast<size_t>(dims[rank - 1]) * esize;
+    Shape idx(rank, 0);
+    for (uint64_t r = 0; r < rows; ++r, o += row_bytes) {
+      bool inside = true;
+      uint64_t off = 0;
+      for (size_t d = 0; d < rank; ++d) {
+        const uint64_t i = start[d] + idx[d];
+        inside &= i < shape[d];
+        off = off * shape[d] + i;
+      }
+      if (inside) {
+        std::memcpy(o, base + off * esize, static_cast<size_t>(row_in) * esize);
+        std::memset(o + row_in * esize, 0, row_bytes - static_cast<size_t>(row_in) * esize);
+      } else {
+        std::memset(o, 0, row_bytes);
+      }
+      for (size_t d = rank - 1; d-- > 0;) {  // next row: the axes before the last
+        if (++idx[d] < dims[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }, opts, out);
+}
+
+void File::write(const std::string& name, const EncodedTensor& t) {
+  quiet();
+  auto fail = [&](const char* fallback) {
+    return Error(kExitIoErr, "cannot write tensor '" + name + "' to", path_, h5_reason(fallback));
+  };
+  Hid ds = create_dataset(id_, path_, name, t.dtype, t.shape, true, t.chunks, t.zstd_level);
+  const size_t rank = t.shape.size();
+  std::vector<hsize_t> start(rank, 0);
+  uint64_t at = 0;
+  for (uint64_t end : t.ends) {
+    if (H5Dwrite_chunk(ds.get(), H5P_DEFAULT, 0, start.data(), static_cast<size_t>(end - at), t.bytes.data() + at) < 0)
+      throw fail("H5Dwrite_chunk failed");
+    at = end;
+    for (size_t d = rank; d-- > 0;) {
+      start[d] += t.chunks[d];
+      if (start[d] < t.shape[d]) break;
+      start[d] = 0;
+    }
+  }
 }
 
 bool File::exists(const std::string& name) const {

@@ -10,6 +10,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "core/atomic_file.h"
+#include "core/buffer.h"
 
 namespace fedseg::h5 {
 
@@ -67,6 +69,27 @@ struct WriteOptions {
   int zstd_level = 3;
   Shape chunks;          // empty: chosen automatically (about 1 MiB per chunk)
 };
+
+// A tensor chunked, shuffled and zstd-compressed in memory exactly as write() stores
+// it, for writers that compress on worker threads while one thread writes the file
+// (File::write(name, EncodedTensor)). Its buffers are reused when encoded again.
+struct EncodedTensor {
+  DType dtype = DType::u8;
+  Shape shape, chunks;
+  int zstd_level = 3;
+  RawVector<unsigned char> bytes;  // the compressed chunks, back to back
+  std::vector<uint64_t> ends;      // end of each chunk in bytes, chunk grid in C order
+};
+
+// Fills one chunk: `out` holds the chunk shape `dims` in C order and receives the
+// tensor's values from `start` on; positions beyond the tensor's shape must be 0.
+using ChunkFill = std::function<void(const Shape& start, const Shape& dims, void* out)>;
+
+// Encodes a tensor of `t` values given chunk by chunk (opts.compress must be set;
+// opts.chunks as for File::write). Byte shuffle and zstd as the filters would apply.
+void encode(DType t, const Shape& shape, const ChunkFill& fill, const WriteOptions& opts, EncodedTensor& out);
+// The same from numel(shape) values of `t` in C order.
+void encode(DType t, const Shape& shape, const void* data, const WriteOptions& opts, EncodedTensor& out);
 
 // Registers filter 32015 in this process (idempotent, thread-safe).
 void register_zstd_filter();
@@ -119,6 +142,9 @@ class File {
   void write(const std::string& name, const Shape& shape, const T* data, const WriteOptions& opts = {}) {
     write(name, dtype_of<T>(), shape, data, dtype_of<T>(), opts);
   }
+  // Writes an encoded tensor: the same dataset as write() makes, its chunks stored
+  // as they are (H5Dwrite_chunk), without HDF5's filter pipeline.
+  void write(const std::string& name, const EncodedTensor& t);
 
   bool exists(const std::string& name) const;
   TensorInfo info(const std::string& name) const;

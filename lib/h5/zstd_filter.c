@@ -67,34 +67,39 @@ done:
   return out_size;
 }
 
-static size_t zstd_filter(unsigned int flags, size_t cd_nelmts, const unsigned int cd_values[], size_t nbytes,
-                          size_t* buf_size, void** buf) {
-  if (flags & H5Z_FLAG_REVERSE) return zstd_decompress_chunk(nbytes, buf_size, buf);
-
-  /* cd_values[0] is the level as a C int: negative levels (zstd --fast=N) are
-   * stored as their two's complement. 0 means zstd's default (3). */
-  int level = cd_nelmts > 0 ? (int)cd_values[0] : 3;
+size_t fedseg_h5z_zstd_compress(int level, const void* src, size_t n, void* dst, size_t cap) {
+  /* 0 means zstd's default (3); out-of-range levels are clamped. */
   if (level == 0) level = 3;
   if (level < ZSTD_minCLevel()) level = ZSTD_minCLevel();
   if (level > ZSTD_maxCLevel()) level = ZSTD_maxCLevel();
-  size_t bound = ZSTD_compressBound(nbytes);
-  void* out = malloc(bound);
-  if (!out) return 0;
   /* One compression context per thread, reused across chunks: creating one per
    * chunk allocated (and page-faulted) its tables again every time. */
   static _Thread_local ZSTD_CCtx* cctx = NULL;
   if (!cctx) cctx = ZSTD_createCCtx();
-  if (!cctx) {
-    free(out);
-    return 0;
-  }
+  if (!cctx) return 0;
   ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
   /* A content checksum in every frame: a flipped bit in a stored chunk fails the
    * read instead of decoding to wrong values. */
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-  size_t r = ZSTD_compress2(cctx, out, bound, *buf, nbytes);
-  if (ZSTD_isError(r)) {
+  size_t r = ZSTD_compress2(cctx, dst, cap, src, n);
+  return ZSTD_isError(r) ? 0 : r;
+}
+
+size_t fedseg_h5z_zstd_bound(size_t n) { return ZSTD_compressBound(n); }
+
+static size_t zstd_filter(unsigned int flags, size_t cd_nelmts, const unsigned int cd_values[], size_t nbytes,
+                          size_t* buf_size, void** buf) {
+  if (flags & H5Z_FLAG_REVERSE) return zstd_decompress_chunk(nbytes, buf_size, buf);
+
+  /* cd_values[0] is the level as a C int: negative levels (zstd --fast=N) are
+   * stored as their two's complement. */
+  int level = cd_nelmts > 0 ? (int)cd_values[0] : 3;
+  size_t bound = ZSTD_compressBound(nbytes);
+  void* out = malloc(bound);
+  if (!out) return 0;
+  size_t r = fedseg_h5z_zstd_compress(level, *buf, nbytes, out, bound);
+  if (r == 0) {
     free(out);
     return 0;
   }

@@ -20,6 +20,13 @@ extern const H5Z_class2_t fedseg_h5z_zstd_class;
  * chunk is 4 GiB). Larger claims are treated as corrupt data. */
 #define FEDSEG_H5Z_ZSTD_MAX_CHUNK ((size_t)0xFFFFFFFFu)
 
+/* Compresses n bytes exactly as the filter does (level handling, content checksum)
+ * into dst, which holds cap >= fedseg_h5z_zstd_bound(n) bytes; returns the frame's
+ * size, 0 on failure. Thread-safe (one context per thread). For writers that store
+ * chunks with H5Dwrite_chunk, bypassing HDF5's filter pipeline. */
+size_t fedseg_h5z_zstd_compress(int level, const void* src, size_t n, void* dst, size_t cap);
+size_t fedseg_h5z_zstd_bound(size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -47,6 +47,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/sha256.h"
 
 namespace fedseg::nifti {
 namespace {
@@ -169,8 +170,11 @@ void swap_in_place(unsigned char* p, size_t n_elems, size_t size) {
 
 class Source {
  public:
-  // From a file. Error 66 when it cannot be opened.
-  explicit Source(std::string path) : path_(std::move(path)) {
+  // From a file. Error 66 when it cannot be opened. With `slurp`, a gzip file is
+  // read into it (its capacity reused) instead of being mapped: for batch readers,
+  // whose many files then cost no mapping, page faults or unmapping, and whose
+  // bytes are read once at full speed and then hashed and inflated from cache.
+  explicit Source(std::string path, RawVector<unsigned char>* slurp = nullptr) : path_(std::move(path)) {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) throw_errno(kExitNoInput, "cannot open", path_, errno);
     struct stat st {};
@@ -180,8 +184,19 @@ class Source {
     unsigned char m[2] = {0, 0};
     if (size_ >= 2 && pread_all(m, 2, 0) == 2 && m[0] == 0x1f && m[1] == 0x8b) {
       gzip_ = true;
-      // The compressed bytes are needed whole anyway; map rather than copy them.
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+      if (slurp) {
+        slurp->resize(static_cast<size_t>(size_));
+        size_ = pread_all(slurp->data(), size_, 0);  // a file that shrank meanwhile reads as truncated
+        mem_ = slurp->data();
+        return;
+      }
+      // The compressed bytes are needed whole anyway; map rather than copy them
+      // (populated at once: one call instead of a page fault every few pages).
+      int flags = MAP_PRIVATE;
+#ifdef MAP_POPULATE
+      flags |= MAP_POPULATE;
+#endif
+      void* p = ::mmap(nullptr, size_, PROT_READ, flags, fd_, 0);
       if (p == MAP_FAILED) throw_errno(kExitIoErr, "cannot read", path_, errno);
       map_ = p;
       mem_ = static_cast<const unsigned char*>(p);
@@ -200,6 +215,8 @@ class Source {
 
   const std::string& path() const { return path_; }
   bool gzip() const { return gzip_; }
+  // The stored bytes when they are in memory (gzip files, memory blocks), else null.
+  const unsigned char* stored_bytes() const { return mem_; }
   uint64_t stored_size() const { return size_; }
   // An upper bound of the decoded size (exact for plain input).
   uint64_t max_decoded() const {
@@ -674,8 +691,11 @@ uint64_t needed_total(const std::string& path, const Parsed& p, const ReadOption
                 (gz && have == 0 ? std::string("less") : std::to_string(have)));
 }
 
-// Reads the voxel bytes [off, off+n) of src into img.raw.
-void read_data(Source& src, uint64_t off, uint64_t n, Image& img, std::vector<unsigned char>* prefix_for_ext) {
+// Reads the voxel bytes [off, off+n) of src into img.raw. With data_at, decoded gzip
+// bytes before the voxels stay in front of them (*data_at = off) instead of being
+// moved out of the way: img.raw then holds off + n bytes.
+void read_data(Source& src, uint64_t off, uint64_t n, Image& img, std::vector<unsigned char>* prefix_for_ext,
+               size_t* data_at = nullptr) {
   const uint64_t total = off + n;
   if (total > src.max_decoded()) {
     if (src.gzip())
@@ -687,7 +707,10 @@ void read_data(Source& src, uint64_t off, uint64_t n, Image& img, std::vector<un
     src.read_prefix(total, img.raw);
     if (img.raw.size() < total) truncated(src.path(), total, img.raw.size(), true);
     if (prefix_for_ext) prefix_for_ext->assign(img.raw.begin(), img.raw.begin() + static_cast<ptrdiff_t>(off));
-    img.raw.erase(img.raw.begin(), img.raw.begin() + static_cast<ptrdiff_t>(off));
+    if (data_at)
+      *data_at = static_cast<size_t>(off);
+    else
+      img.raw.erase(img.raw.begin(), img.raw.begin() + static_cast<ptrdiff_t>(off));
   } else {
     if (prefix_for_ext) {
       prefix_for_ext->resize(static_cast<size_t>(off));
@@ -699,7 +722,8 @@ void read_data(Source& src, uint64_t off, uint64_t n, Image& img, std::vector<un
 }
 
 Image read_impl(Source& hsrc, const std::string& display, const ReadOptions& opts, bool from_memory,
-                RawVector<unsigned char>* reuse = nullptr) {
+                RawVector<unsigned char>* reuse = nullptr, size_t* data_at = nullptr) {
+  if (data_at) *data_at = 0;
   std::vector<unsigned char> hb;
   hsrc.read_prefix(kV2Size + 4, hb);
   Parsed p = parse_header(display, hb);
@@ -729,7 +753,7 @@ Image read_impl(Source& hsrc, const std::string& display, const ReadOptions& opt
     }
     needed_total(display, p, opts);
     std::vector<unsigned char> pre;
-    read_data(hsrc, off, p.data_bytes, img, p.has_ext && off > start ? &pre : nullptr);
+    read_data(hsrc, off, p.data_bytes, img, p.has_ext && off > start ? &pre : nullptr, data_at);
     if (p.has_ext && off > start) check_extensions(display, pre.data(), start, off, 16, swap);
   } else {
     if (from_memory) bad(display, "a .hdr/.img pair (magic ni1/ni2) cannot be read from memory");
@@ -745,7 +769,10 @@ Image read_impl(Source& hsrc, const std::string& display, const ReadOptions& opt
     Source isrc(find_partner(display, true));
     read_data(isrc, static_cast<uint64_t>(p.h.vox_offset), p.data_bytes, img, nullptr);
   }
-  if (swap) swap_in_place(img.raw.data(), img.raw.size() / datatype_size(img.datatype), datatype_size(img.datatype));
+  if (swap) {
+    const size_t at = data_at ? *data_at : 0;
+    swap_in_place(img.raw.data() + at, (img.raw.size() - at) / datatype_size(img.datatype), datatype_size(img.datatype));
+  }
   return img;
 }
 
@@ -1139,6 +1166,38 @@ void read(const std::string& path, Image& into, const ReadOptions& opts) {
   Source src(hdr_path);
   RawVector<unsigned char> buffer = std::move(into.raw);
   into = read_impl(src, hdr_path, opts, false, &buffer);
+}
+
+const unsigned char* read_voxels(const std::string& path, Image& into, RawVector<unsigned char>& buffer,
+                                 std::string* sha256, const ReadOptions& opts) {
+  std::string stem, ext, gz;
+  split_name(path, stem, ext, gz);
+  std::string hdr_path = path;
+  if (lower(ext) == ".img") hdr_path = find_partner(path, false);
+  // The compressed bytes of the thread's last file, reused (not kept when large).
+  thread_local RawVector<unsigned char> stored;
+  struct Release {
+    ~Release() {
+      if (stored.capacity() > (size_t(64) << 20)) RawVector<unsigned char>().swap(stored);
+    }
+  } release;
+  Source src(hdr_path, &stored);
+  if (sha256) {
+    // A gzip file is in memory already: hash those bytes rather than read it again.
+    if (hdr_path == path && src.stored_bytes())
+      *sha256 = sha256_hex(src.stored_bytes(), static_cast<size_t>(src.stored_size()));
+    else
+      *sha256 = sha256_file(path);
+  }
+  size_t at = 0;
+  into = read_impl(src, hdr_path, opts, false, &buffer, &at);
+  buffer = std::move(into.raw);
+  into.raw.clear();
+  if (at % 8 != 0) {  // keep the voxels aligned for their type (vox_offset is usually 352 or 544)
+    buffer.erase(buffer.begin(), buffer.begin() + static_cast<ptrdiff_t>(at));
+    at = 0;
+  }
+  return buffer.data() + at;
 }
 
 Image read_bytes(const std::string& name, const unsigned char* data, size_t size, const ReadOptions& opts) {

@@ -75,6 +75,16 @@ Image read(const std::string& path, const ReadOptions& opts = {});
 // keep one image per worker so that large buffers are not allocated per file).
 void read(const std::string& path, Image& into, const ReadOptions& opts = {});
 
+// For batch readers: reads like read(), but leaves the voxels where they were
+// decoded, in `buffer` (its capacity reused; into.raw is left empty): no move of a
+// whole volume past the header of a .nii.gz. Returns the first voxel's address in
+// buffer (into.voxels() values of into.datatype, host byte order; valid until buffer
+// changes). With sha256, also the SHA-256 (hex) of the file's bytes, computed from
+// the bytes read for decoding when the file is gzip-compressed. header_only leaves
+// buffer's contents unspecified.
+const unsigned char* read_voxels(const std::string& path, Image& into, RawVector<unsigned char>& buffer,
+                                 std::string* sha256 = nullptr, const ReadOptions& opts = {});
+
 // Reads a single-file image (.nii or .nii.gz bytes) from memory; `name` is used in
 // error messages only. A .hdr/.img pair (magic ni1/ni2) is Error 65 here. Used by
 // the fuzz target and by callers that already hold the bytes.

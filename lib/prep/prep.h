@@ -50,6 +50,18 @@ struct Options {
   double affine_tolerance = 1e-3;  // mm: modalities must share the grid within this
   bool require_label = false;
   bool float16 = true;             // images as IEEE half (Case::image16), else float32 (Case::image)
+  // Leave the image as four per-channel boxes (Case::boxes) instead of the full
+  // (4, Z, Y, X) crop, for writers that build chunks with copy_image_box: a channel
+  // is 0 outside its own box, and assembling the crop would be one more pass.
+  bool packed = false;
+};
+
+// Where a channel's values are in Case::image16 / Case::image: the box [lo, hi)
+// (x, y, z, in the stored grid) in z-major order from element `offset` on. Voxels of
+// the stored grid outside it are 0 in that channel.
+struct ChannelBox {
+  std::array<int64_t, 3> lo{}, hi{};
+  size_t offset = 0;
 };
 
 // A preprocessed case, ready to be written.
@@ -59,17 +71,25 @@ struct Case {
   RawVector<float> image;           // 4 channels, each z-major (C, Z, Y, X order), float32 ...
   RawVector<uint16_t> image16;      // ... or float16 bits (Options::float16): one is empty
   RawVector<uint8_t> label;         // (Z, Y, X) region bits; empty without label
+  bool packed = false;              // image16/image hold the channels' boxes, not the full crop
+  std::array<ChannelBox, 4> boxes{};  // full crop: the whole grid at c * Z * Y * X
   nlohmann::json attrs;             // provenance and geometry (see prep.cpp)
   nlohmann::json sanity;            // intensity ranges, negatives, non-finite, label volumes
   std::vector<std::string> warnings;
 };
 
-// Preprocesses one case. `sha256` holds the inputs' hashes in the order images, label.
+// Preprocesses one case. `sha256` holds the inputs' hashes in the order images, label;
+// when it is empty they are computed from the bytes read (for gzip files, no second read).
 // Error 65 (naming the file and the problem) for anything that makes the case unusable.
 Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts);
 // The same into `out`, reusing the capacity of its buffers (batch tools recycle
 // a few Case objects instead of allocating ~50 MB per case).
 void process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts, Case& out);
+
+// Copies the box of the stored image from start (c, z, y, x) with the extent `dims`
+// into out (C order, float16 bits or float as stored), zeros beyond the image: an
+// HDF5 chunk, from a packed case or not.
+void copy_image_box(const Case& c, const std::array<uint64_t, 4>& start, const std::array<uint64_t, 4>& dims, void* out);
 
 // Deterministic split: "val" when the first 8 bytes of sha256(id), as a fraction of
 // 2^64, fall below val_fraction.

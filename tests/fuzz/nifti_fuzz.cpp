@@ -1,15 +1,21 @@
 // libFuzzer target for fedseg::nifti: any bytes must give an Image or a
 // fedseg::Error, never a crash, a sanitizer report, a hang or a huge allocation.
+// The same bytes are also read from a file with read_voxels (fedseg-prep's reader),
+// which must agree with read_bytes.
 // With FEDSEG_FUZZ_WRITE_SEEDS=DIR set, it writes a seed corpus of small valid
 // images (every datatype, NIfTI-1/-2, plain and gzip) into DIR and exits.
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/sha256.h"
 #include "nifti/nifti.h"
 
 namespace {
@@ -42,6 +48,17 @@ void write_seeds(const std::string& dir) {
   }
 }
 
+// A private folder for the file that read_voxels reads, removed at exit.
+std::string& file_path() {
+  static std::string path;
+  return path;
+}
+void remove_file() {
+  if (file_path().empty()) return;
+  ::unlink(file_path().c_str());
+  ::rmdir(file_path().substr(0, file_path().rfind('/')).c_str());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -50,6 +67,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     write_seeds(dir);
     std::exit(0);
   }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/nifti-fuzz-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) std::abort();
+  file_path() = tmpl + "/fuzz.nii";
+  std::atexit(remove_file);
   return 0;
 }
 
@@ -57,8 +79,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fedseg::nifti::ReadOptions opts;
   opts.max_bytes = uint64_t(64) << 20;
   opts.header_only = size > 0 && (data[size - 1] & 1);  // exercise both paths
+  // The same bytes through read_voxels from a file: the same voxels, the file's hash,
+  // and no error but bad data (65) or, for a .hdr/.img pair's header, a missing .img (66).
+  bool file_ok = false;
+  fedseg::nifti::Image from_file;
+  fedseg::RawVector<unsigned char> buffer;
+  const unsigned char* voxels = nullptr;
+  {
+    FILE* f = std::fopen(file_path().c_str(), "wb");
+    if (!f || std::fwrite(data, 1, size, f) != size || std::fclose(f) != 0) std::abort();
+    try {
+      std::string sha;
+      voxels = fedseg::nifti::read_voxels(file_path(), from_file, buffer, &sha, opts);
+      if (sha != fedseg::sha256_hex(data, size)) std::abort();
+      file_ok = true;
+    } catch (const fedseg::Error& e) {
+      if (e.code() != fedseg::kExitDataErr && e.code() != fedseg::kExitNoInput) std::abort();
+    }
+  }
   try {
     fedseg::nifti::Image img = fedseg::nifti::read_bytes("fuzz.nii", data, size, opts);
+    if (!file_ok) std::abort();  // read from memory but not from the file
+    if (img.shape != from_file.shape || img.datatype != from_file.datatype) std::abort();
+    if (!opts.header_only && !img.raw.empty() && std::memcmp(voxels, img.raw.data(), img.raw.size()) != 0) std::abort();
     if (!opts.header_only) {
       std::vector<float> f = img.to_float();
       if (f.size() != static_cast<size_t>(img.voxels())) std::abort();

@@ -12,6 +12,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/sha256.h"
 #include "nifti/nifti.h"
 
 namespace fedseg::nifti {
@@ -572,6 +573,64 @@ TEST(Nifti, LargeGzipWritesMultipleMembers) {
   write(d + "/big.nii.gz", img, false, wo);
   Image back = read(d + "/big.nii.gz");
   EXPECT_TRUE(back.raw == img.raw);
+}
+
+// read_voxels gives the voxels read() gives (gzip or not, either byte order, past
+// extensions, from a pair, at an odd vox_offset), the file's SHA-256, and reuses
+// one buffer for files of any size in turn.
+TEST(Nifti, ReadVoxelsMatchesRead) {
+  std::string d = tmpdir();
+  H1 h;
+  h.dim[1] = 37;
+  h.dim[2] = 5;
+  h.dim[3] = 3;
+  const size_t n = 37 * 5 * 3;
+  H1 be = h;
+  be.be = true;
+  H1 ext = h;
+  ext.extender0 = 1;
+  ext.vox_offset = 368;
+  std::string e(16, '\0');
+  int32_t ev[2] = {16, 4};
+  std::memcpy(&e[0], ev, 8);
+  H1 odd = h;
+  odd.vox_offset = 357;  // voxels not aligned for their type in the decoded stream
+  H1 pair = h;
+  pair.magic = std::string("ni1\0", 4);
+  pair.vox_offset = 0;
+  put_file(d + "/pair.hdr", pair.bytes().substr(0, 348));
+  put_file(d + "/pair.img", pair.data(n));
+  put_file(d + "/plain.nii", h.bytes() + h.data(n));
+  put_file(d + "/le.nii.gz", gzip(h.bytes() + h.data(n)));
+  put_file(d + "/be.nii.gz", gzip(be.bytes() + be.data(n)));
+  put_file(d + "/ext.nii.gz", gzip(ext.bytes() + e + ext.data(n)));
+  put_file(d + "/odd.nii.gz", gzip(odd.bytes() + std::string(5, 'x') + odd.data(n)));
+  Image big = make_image({64, 48, 20}, DataType::f32, diag_affine(1, 1, 2));
+  for (size_t i = 0; i < big.raw.size(); ++i) big.raw[i] = static_cast<unsigned char>(i * 7);
+  write(d + "/big.nii.gz", big, true);
+  RawVector<unsigned char> buffer;
+  Image into;
+  for (const char* name : {"big.nii.gz", "plain.nii", "le.nii.gz", "be.nii.gz", "ext.nii.gz", "odd.nii.gz", "pair.hdr",
+                           "pair.img", "big.nii.gz"}) {
+    const std::string path = d + "/" + name;
+    Image ref = read(path);
+    std::string sha;
+    const unsigned char* v = read_voxels(path, into, buffer, &sha);
+    EXPECT_TRUE(into.raw.empty()) << name;
+    EXPECT_EQ(into.shape, ref.shape) << name;
+    EXPECT_EQ(into.datatype, ref.datatype) << name;
+    expect_affine_near(into.affine, ref.affine, 0);
+    ASSERT_EQ(static_cast<size_t>(into.voxels()) * datatype_size(into.datatype), ref.raw.size()) << name;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(v) % 8, 0u) << name;
+    EXPECT_EQ(std::memcmp(v, ref.raw.data(), ref.raw.size()), 0) << name;
+    EXPECT_EQ(sha, sha256_file(path)) << name;
+    EXPECT_EQ(read_voxels(path, into, buffer), v) << name;  // no hash asked: the same
+  }
+  // Errors as read() reports them.
+  EXPECT_EQ(error_code([&] { read_voxels(d + "/missing.nii.gz", into, buffer); }), kExitNoInput);
+  std::string whole = get_file(d + "/le.nii.gz");
+  put_file(d + "/cut.nii.gz", whole.substr(0, whole.size() / 2));
+  EXPECT_EQ(error_code([&] { read_voxels(d + "/cut.nii.gz", into, buffer); }), kExitDataErr);
 }
 
 }  // namespace
