@@ -72,8 +72,12 @@ int run(const Options& o, const ToolContext& ctx) {
   package::Checked c;
   uint64_t plain_bytes = 0;
   try {
-    c = package::check(o.package, o.signature, signers, ex);
-    if (!o.out.empty()) plain_bytes = package::unpack(c, ids, o.out, ex, ctx.force());
+    if (o.out.empty()) {
+      c = package::check(o.package, o.signature, signers, ex, ctx.threads());
+    } else {
+      c = package::check_and_unpack(o.package, o.signature, signers, ex, ids, o.out, ctx.force(), ctx.threads());
+      plain_bytes = c.plain_bytes;
+    }
   } catch (const package::PackageError& e) {
     if (ctx.json())
       ctx.emit_json({{"package", o.package},
@@ -123,21 +127,29 @@ const ToolDef& verify() {
           "failure (fail closed):\n\n"
           "size: NAME.age is not larger than --max-size. signature: the .minisig is exactly the four lines "
           "minisign writes, with minisign's default untrusted comment; its key is the --pub key or a key listed in "
-          "the roster; the prehashed (ED) signature over the NAME.age bytes and the global signature over the "
-          "trusted comment verify. fields: the trusted comment is exactly 'fedseg1 fed=<id> round=<n> "
+          "the roster; the global signature over the trusted comment verifies (the comment is authentic). fields: "
+          "the trusted comment is exactly 'fedseg1 fed=<id> round=<n> "
           "site=<id|-> kind=<update|metrics|global> base=<sha256|-> plain=<sha256> enc=<age|zstd+age> ts=<unix> "
           "nonce=<32 hex>' (fields in this order, single spaces, nothing else); with a roster its federation is "
           "the roster's, a site key signs only as its own site id and the aggregator key only kind=global with "
           "site=-; and the --expect-* values match (a package of an old round replayed fails "
-          "--expect-round).\n\n"
-          "With --identity and -o it then decrypts (steps decrypt, hash, inner) from the file it verified, which "
-          "must not have changed since (same inode, size, modification and change times, checked before and "
-          "after); the plaintext (after zstd when enc=zstd+age) goes to a temp file next to PLAIN.h5, its SHA-256 "
-          "must equal plain= (which binds the bytes decrypted to the signed plaintext), and only then is it "
-          "opened as HDF5: "
-          "its root attributes federation, round, site, kind and base_sha256 must equal the signed fields "
-          "(another site cannot re-sign a package it did not make). PLAIN.h5 (mode 0600) appears only when every "
-          "check passed; on any failure no plaintext is left behind.\n\n"
+          "--expect-round). All of this happens before a byte of NAME.age is read. Then the prehashed (ED) "
+          "signature over the NAME.age bytes must verify (class signature); the file must not change while it is "
+          "read (same inode, size, modification and change times).\n\n"
+          "With --identity and -o the same read of NAME.age also decrypts it (steps decrypt, hash, inner): one "
+          "reader hashes each block for the signature and hands it on to decryption, which runs at the same time "
+          "(after zstd when enc=zstd+age) into a private temp file next to PLAIN.h5. The verdict is taken in a "
+          "fixed order once both are done: a signature failure outranks whatever decryption found; then decrypt "
+          "failures; then the plaintext's SHA-256 must equal plain= (which binds the bytes decrypted to the signed "
+          "plaintext); only then is the temp file opened as HDF5: its root attributes federation, round, site, "
+          "kind and base_sha256 must equal the signed fields (another site cannot re-sign a package it did not "
+          "make). PLAIN.h5 (mode 0600) appears only when every check passed; on any failure the temp file is "
+          "removed and no plaintext is left behind. When the signature fails, decryption is stopped at once.\n\n"
+          "--threads 1 runs every step on one thread, one after the other: the whole NAME.age is hashed and its "
+          "signature verified before anything is decrypted; same result, slower. Any other value runs the "
+          "concurrent stages: five threads (read + BLAKE2b, decrypt, zstd -d, SHA-256 + write, and one that "
+          "flushes PLAIN.h5 to disk as it is written), which keep two cores busy; more cores do not make it "
+          "faster.\n\n"
           "Every failure exits 65 with one line naming its class: 'package rejected (size|signature|fields|"
           "decrypt|hash|inner)'.\n\n"
           "The roster (--federation) is the federation.json that fedseg-init writes; this tool reads "

@@ -4,7 +4,8 @@
 // chunks with bounded memory. Files interoperate with Debian's `age` (1.1.1).
 // Out of scope (their test vectors are skipped): scrypt passphrase stanzas, ASCII armor,
 // post-quantum recipients.
-// Part of the crypto module: depends on fedseg core and libsodium only.
+// Part of the crypto module: depends on fedseg core and libsodium, and on OpenSSL's
+// libcrypto for the payload's ChaCha20-Poly1305 only (about 3x libsodium's here).
 #pragma once
 
 #include <array>
@@ -111,6 +112,7 @@ class AgeEncryptor : public Sink {
   std::array<uint8_t, 32> key_{};
   std::array<uint8_t, 12> nonce_{};
   std::unique_ptr<uint8_t[]> plain_, cipher_;
+  void* aead_ = nullptr;  // EVP_CIPHER_CTX, keyed with key_
   size_t fill_ = 0;
   uint64_t counter_ = 0, total_ = 0;
   bool finished_ = false;
@@ -133,6 +135,10 @@ class AgeDecryptor : public Source {
   // The next chunk's plaintext (valid until the next call), or {nullptr, 0} once
   // the authenticated end has been reached.
   std::pair<const uint8_t*, size_t> next_chunk();
+  // The same, decrypting straight into `out` (room for kAgeChunkSize bytes): true
+  // with the chunk's plaintext size in n, false once the authenticated end has been
+  // reached. When it throws, `out` may hold unauthenticated bytes: discard them.
+  bool next_chunk(uint8_t* out, size_t& n);
   // Source interface over next_chunk() (copies).
   size_t read(void* buf, size_t n) override;
   bool finished() const { return state_ == State::done; }
@@ -152,6 +158,7 @@ class AgeDecryptor : public Source {
   std::array<uint8_t, 32> key_{};
   std::array<uint8_t, 12> nonce_{};
   std::unique_ptr<uint8_t[]> cipher_, plain_;
+  void* aead_ = nullptr;  // EVP_CIPHER_CTX, keyed with key_ once the header checked
   size_t avail_ = 0, pos_ = 0;  // unread plaintext in plain_ for read()
   uint64_t counter_ = 0, total_ = 0;
   State state_ = State::chunks;

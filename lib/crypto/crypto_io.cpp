@@ -74,4 +74,11 @@ size_t StringSource::read(void* buf, size_t n) {
   return k;
 }
 
+const uint8_t* StringSource::view(size_t n) {
+  if (size_ - pos_ < n) return nullptr;
+  const char* p = data_ + pos_;
+  pos_ += n;
+  return reinterpret_cast<const uint8_t*>(p);
+}
+
 }  // namespace fedseg::crypto

@@ -19,6 +19,14 @@ class Source {
   // Reads up to n bytes into buf; returns how many (fewer than n is fine), 0 only
   // at end of input. Throws Error 74 on read errors.
   virtual size_t read(void* buf, size_t n) = 0;
+  // For sources whose bytes are already in memory: when the next n bytes lie there
+  // contiguously, consumes them and returns where they are (valid until the next
+  // call on this source), so that a reader can use them in place; otherwise
+  // nullptr, consuming nothing: use read(). The default never can.
+  virtual const uint8_t* view(size_t n) {
+    (void)n;
+    return nullptr;
+  }
   // A name for error messages (a path, "stdin", "<memory>").
   virtual std::string name() const { return "<input>"; }
 };
@@ -84,6 +92,7 @@ class StringSource : public Source {
   explicit StringSource(std::string&&) = delete;
   explicit StringSource(const char*) = delete;
   size_t read(void* buf, size_t n) override;
+  const uint8_t* view(size_t n) override;
   std::string name() const override { return "<memory>"; }
 
  private:

@@ -337,10 +337,10 @@ std::string sign_file(const MinisignSecretKey& key, const std::string& path, con
   return sign(key, in, trusted_comment, untrusted_comment);
 }
 
-Verified verify_prehashed(const MinisignPublicKey& key, const MinisignSignature& sig,
-                          const Blake2b512::Digest& digest) {
+namespace {
+
+void check_algorithm_and_key(const MinisignPublicKey& key, const MinisignSignature& sig) {
   using K = SignatureError::Kind;
-  ensure_sodium();
   if (sig.algorithm[0] == 'E' && sig.algorithm[1] == 'd')
     throw SignatureError(K::legacy, sig.name, "legacy (not prehashed) Ed signature; only prehashed ED is accepted");
   if (sig.algorithm[0] != 'E' || sig.algorithm[1] != 'D')
@@ -348,13 +348,32 @@ Verified verify_prehashed(const MinisignPublicKey& key, const MinisignSignature&
   if (sig.key_id != key.key_id())
     throw SignatureError(K::key_mismatch, sig.name,
                          "signed by key " + key_id_hex(sig.key_id) + ", not by key " + key.key_id_hex());
-  if (crypto_sign_verify_detached(sig.signature.data(), digest.data(), digest.size(), key.ed25519().data()) != 0)
-    throw SignatureError(K::bad_signature, sig.name, "the signature does not match the file");
+}
+
+void check_global_signature(const MinisignPublicKey& key, const MinisignSignature& sig) {
   std::string msg(reinterpret_cast<const char*>(sig.signature.data()), 64);
   msg += sig.trusted_comment;
   if (crypto_sign_verify_detached(sig.global_signature.data(), reinterpret_cast<const unsigned char*>(msg.data()),
                                   msg.size(), key.ed25519().data()) != 0)
-    throw SignatureError(K::bad_trusted_comment, sig.name, "the trusted comment was altered");
+    throw SignatureError(SignatureError::Kind::bad_trusted_comment, sig.name, "the trusted comment was altered");
+}
+
+}  // namespace
+
+Verified verify_trusted_comment(const MinisignPublicKey& key, const MinisignSignature& sig) {
+  ensure_sodium();
+  check_algorithm_and_key(key, sig);
+  check_global_signature(key, sig);
+  return Verified{sig.trusted_comment, sig.key_id};
+}
+
+Verified verify_prehashed(const MinisignPublicKey& key, const MinisignSignature& sig,
+                          const Blake2b512::Digest& digest) {
+  ensure_sodium();
+  check_algorithm_and_key(key, sig);
+  if (crypto_sign_verify_detached(sig.signature.data(), digest.data(), digest.size(), key.ed25519().data()) != 0)
+    throw SignatureError(SignatureError::Kind::bad_signature, sig.name, "the signature does not match the file");
+  check_global_signature(key, sig);
   return Verified{sig.trusted_comment, sig.key_id};
 }
 

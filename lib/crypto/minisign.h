@@ -148,6 +148,12 @@ struct Verified {
   KeyId key_id{};
 };
 
+// The cheap half of a verification, before any pass over the file: algorithm "ED",
+// key id, and the global signature over signature || trusted comment, which
+// authenticates the trusted comment (and the signature bytes). A valid result says
+// nothing about the file yet: verify_prehashed() must follow. Throws SignatureError.
+Verified verify_trusted_comment(const MinisignPublicKey& key, const MinisignSignature& sig);
+
 // Checks, in order: algorithm "ED", key id, the signature over the digest, the
 // global signature over signature || trusted comment. Throws SignatureError.
 Verified verify_prehashed(const MinisignPublicKey& key, const MinisignSignature& sig, const Blake2b512::Digest& digest);

@@ -14,16 +14,21 @@
 // site's ciphertext). kind=global has no site attribute and site=- (its signer is
 // the roster's aggregator key); a missing base_sha256 is base=-.
 //
-// Checking order, fail closed (each failure a PackageError, exit 65, with its class):
-//   size → signature (key id known, signature and trusted comment verify) →
-//   fields (comment grammar, signer ↔ site, expected federation/round/site/kind/
-//   base, (site, round) not already accepted, nonce unseen) → decrypt (to a temp
-//   file, from the same open file, whose kernel identity — inode, size, mtime,
-//   ctime — must not have changed since it was hashed: checked before and after)
-//   → hash (sha256 = plain, which also binds the bytes decrypted to the signed
-//   plaintext) → inner (the HDF5 is opened only now; its attributes must equal
-//   the comment). Plaintext appears under its
-//   final name only after every check passed; on failure no file is left.
+// Checking order, fail closed (each failure a PackageError, exit 65, with its class;
+// docs/formats.md, "Verification order"):
+//   size → signature, first half (the .minisig is canonical, its key id is known,
+//   the global signature verifies: the trusted comment is authentic) → fields
+//   (comment grammar, signer ↔ site, expected federation/round/site/kind/base,
+//   (site, round) not already accepted, nonce unseen) — all before any bulk read;
+//   then signature, second half (the signature over BLAKE2b-512 of the .age bytes;
+//   the file's kernel identity — inode, size, mtime, ctime — must not change while
+//   it is read) → decrypt (to a temp file) → hash (sha256 = plain, which binds the
+//   bytes decrypted to the signed plaintext) → inner (the HDF5 is opened only now;
+//   its attributes must equal the comment). check_and_unpack() runs the second
+//   half of the signature step and decrypt concurrently over one read of the file,
+//   into a private temp file, and decides in this order afterwards: a signature
+//   failure outranks everything the decrypt stages found. Plaintext appears under
+//   its final name only after every check passed; on failure no file is left.
 //
 // Depends on core, crypto and h5.
 #pragma once
@@ -153,23 +158,45 @@ struct Checked {
   uint64_t age_bytes = 0;
   crypto::Blake2b512::Digest digest{};  // of the .age bytes whose signature verified
   FileStamp stamp;                      // of the .age file when it was hashed
+  uint64_t plain_bytes = 0;             // set by check_and_unpack()
 };
 
-// Steps size → signature → fields. sig_path defaults to age_path + ".minisig".
-// Throws PackageError (65); Error 66 when a file is missing.
-Checked check(const std::string& age_path, const std::string& sig_path, const Signers& signers, const Expect& expect);
+// `threads`: 1 runs everything on the calling thread, in sequence; any other value
+// (0, the default, included) the concurrent stages, up to five threads that keep
+// two cores busy (more cores do not help).
+
+// Steps size → signature → fields, then the pass over the .age bytes for the file
+// signature (read and BLAKE2b-512 on two threads, or one with threads = 1).
+// sig_path defaults to age_path + ".minisig". Throws PackageError (65); Error 66
+// when a file is missing.
+Checked check(const std::string& age_path, const std::string& sig_path, const Signers& signers, const Expect& expect,
+              int threads = 0);
 
 // Steps decrypt → hash → inner after check(): decrypts into a temp file next to
 // out_path and renames it into place only when every check passed. Error 73 if
-// out_path exists and !overwrite (checked before decrypting).
+// out_path exists and !overwrite (checked before decrypting). Stages on three
+// threads (read + decrypt | zstd -d | SHA-256 + write), or one with threads = 1.
 // Returns the plaintext byte count.
 uint64_t unpack(const Checked& checked, const std::vector<crypto::AgeIdentity>& identities, const std::string& out_path,
-                const Expect& expect, bool overwrite);
+                const Expect& expect, bool overwrite, int threads = 0);
 
-// The aggregator's entry point: check() against the roster, then unpack().
+// check() then unpack() with one read of the .age file: size → signature (global
+// signature) → fields before any bulk read; then one reader thread hashes every
+// block for the file signature and hands it on to decrypt | zstd -d | SHA-256 +
+// write into a private temp file (~30 MB of memory whatever the size). Verdict in the fixed
+// order signature → decrypt → hash → inner; the temp file is removed on any
+// failure and HDF5 opens it only after the file signature verified. With
+// threads = 1: check() then unpack(), sequentially, on the calling thread (nothing
+// is decrypted before the file signature verified). Error 73 as unpack(), after the
+// preflight checks. Sets Checked::plain_bytes.
+Checked check_and_unpack(const std::string& age_path, const std::string& sig_path, const Signers& signers,
+                         const Expect& expect, const std::vector<crypto::AgeIdentity>& identities,
+                         const std::string& out_path, bool overwrite, int threads = 0);
+
+// The aggregator's entry point: check_and_unpack() against the roster.
 // expect.federation defaults to the roster's federation.
 Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
                           const std::vector<crypto::AgeIdentity>& identities, Expect expect,
-                          const std::string& out_path, bool overwrite = false);
+                          const std::string& out_path, bool overwrite = false, int threads = 0);
 
 }  // namespace fedseg::package

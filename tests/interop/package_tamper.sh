@@ -74,6 +74,33 @@ reject signature t.age
 cp a.age t.age && cp b.age.minisig t.age.minisig
 reject signature t.age
 
+# 3b. A valid .minisig (authentic trusted comment, known key, right fields) beside
+#     other ciphertext. verify checks the comment before reading the .age, then
+#     hashes and decrypts concurrently: the file signature must still decide, before
+#     anything is published, whatever decryption made of the bytes; nothing is left
+#     in the output folder, not even the temp file.
+#     (i) The same plaintext packed again: decrypts to exactly the signed plain=
+#     and the right inner attributes; only the file signature catches it.
+expect_exit 0 fedseg-pack hospital-a.h5 --key hospital-a --to agg --zstd -o again.age
+cp again.age t.age && cp a.age.minisig t.age.minisig
+reject signature t.age
+expect_stderr_has "bad_signature"
+for t in 1 2; do
+  reject signature t.age "" --threads "$t"
+done
+#     (ii) Hospital B's package (valid ciphertext, other plaintext); (iii) an age file
+#     that does not decrypt for us; (iv) a decompression bomb encrypted to the
+#     aggregator (anyone can): rejected as signature, not as what decryption found.
+cp b.age t.age
+reject signature t.age
+head -c 70000 /dev/urandom >t.age
+reject signature t.age
+#     The bomb: one zstd frame of 8192 RLE blocks, 32 KiB that expand to 1 GiB.
+"$PY" -c 'import sys; b = bytes([2, 0, 0x10, 0]); sys.stdout.buffer.write(bytes([0x28, 0xB5, 0x2F, 0xFD, 0, 0x38]) + b * 8191 + bytes([3, 0, 0x10, 0]))' >bomb.zst
+fedseg-agetool --encrypt -r "$(grep -v '^#' agg/age.pub)" bomb.zst -o t.age >/dev/null
+reject signature t.age
+rm -f again.age again.age.minisig bomb.zst
+
 # 4. Site B re-signs site A's ciphertext. Claiming site B (its own key), it passes
 #    the signature and fields but the HDF5 inside says hospital-a: inner. Claiming
 #    site A with B's key: fields.

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <vector>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -197,6 +198,20 @@ TEST(Age, RoundTripAtChunkBoundaries) {
     for (size_t r; (r = dec.read(buf, sizeof buf - (back.size() % 7))) > 0;) back.append(buf, r);
     EXPECT_TRUE(dec.finished());
     EXPECT_EQ(back, plain) << n;
+    // next_chunk into the caller's buffer: the same chunks, then false at the end.
+    StringSource in2(out.data);
+    AgeDecryptor dec2({a}, in2);
+    std::string back2;
+    std::vector<uint8_t> chunk(kAgeChunkSize);
+    size_t got = 0, chunks = 0;
+    while (dec2.next_chunk(chunk.data(), got)) {
+      EXPECT_LE(got, kAgeChunkSize);
+      back2.append(reinterpret_cast<const char*>(chunk.data()), got);
+      ++chunks;
+    }
+    EXPECT_EQ(chunks, n == 0 ? 1u : (n + kAgeChunkSize - 1) / kAgeChunkSize) << n;
+    EXPECT_FALSE(dec2.next_chunk(chunk.data(), got));
+    EXPECT_EQ(back2, plain) << n;
   }
 }
 
@@ -438,6 +453,27 @@ TEST(Minisign, SignVerifyAndTamperClasses) {
   legacy.replace(l2, legacy.find('\n', l2) - l2, base64_encode(blob, sizeof blob, true));
   EXPECT_EQ(sig_class(pk, legacy, msg), "legacy");
   EXPECT_EQ(sig_class(pk, "untrusted comment: x\nnot base64\n", msg), "malformed");
+  // The cheap half alone (no pass over the file): algorithm, key id and the global
+  // signature. It vouches for the trusted comment, not for the file.
+  auto comment_class = [&](const MinisignPublicKey& key, const std::string& text) -> std::string {
+    try {
+      verify_trusted_comment(key, MinisignSignature::parse(text));
+    } catch (const SignatureError& e) {
+      return e.kind_name();
+    }
+    return "ok";
+  };
+  EXPECT_EQ(comment_class(pk, sig), "ok");
+  EXPECT_EQ(verify_trusted_comment(pk, parsed).trusted_comment, "fedseg1 fed=f round=1 site=a");
+  EXPECT_EQ(comment_class(pk, t), "bad_trusted_comment");
+  EXPECT_EQ(comment_class(MinisignSecretKey::generate().public_key(), sig), "key_mismatch");
+  EXPECT_EQ(comment_class(pk, legacy), "legacy");
+  {
+    // Altered signature bytes fail the global signature too (it covers them).
+    auto bad = MinisignSignature::parse(sig);
+    bad.signature[5] ^= 1;
+    EXPECT_THROW(verify_trusted_comment(pk, bad), SignatureError);
+  }
   EXPECT_EQ(error_code([&] { StringSource s(msg); sign(sk, s, "two\nlines"); }), 64);
   EXPECT_EQ(error_code([&] { StringSource s(msg); sign(sk, s, std::string(kMaxTrustedComment + 1, 'x')); }), 64);
   StringSource s2(msg);

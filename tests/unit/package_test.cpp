@@ -2,10 +2,12 @@
 // + check + unpack round trips across block and chunk boundaries (with and
 // without zstd), and the aggregator entry point's fail-closed classes (replay by
 // (site, round) and by nonce, base, federation, wrong identity), each leaving no
-// plaintext behind.
+// plaintext behind; a valid .minisig beside other ciphertext fails as signature
+// whatever decryption made of it, with every thread count.
 #include <gtest/gtest.h>
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -311,6 +313,91 @@ TEST(PackageAggregator, ChangedAfterCheckIsRejected) {
   std::string out = fed.dir + "/out.h5";
   EXPECT_EQ(class_of([&] { unpack(c, {fed.agg.age}, out, {}, false); }), FailClass::signature);
   EXPECT_FALSE(has_plaintext(fed.dir));
+}
+
+TEST(PackageAggregator, ValidCommentWithOtherCiphertextIsSignature) {
+  // The trusted comment is checked before the .age is read, then the file signature
+  // and decryption run together: a valid .minisig beside other ciphertext must fail
+  // as signature whatever decryption made of it, leaving nothing behind. Without
+  // zstd the .age spans several pipeline blocks.
+  Federation fed;
+  std::string in = fed.update("a.h5", "hospital-a", 3, 700000);
+  const std::string out = fed.dir + "/out.h5";
+  for (int level : {0, 3}) {
+    PackOptions o;
+    o.input = in;
+    o.output = fed.dir + "/a.age";
+    o.recipients = {fed.agg.age.recipient()};
+    o.zstd_level = level;
+    o.overwrite = true;
+    pack(o, fed.a.sign);
+    PackOptions o2 = o;
+    o2.output = fed.dir + "/again.age";  // the same plaintext, other ciphertext
+    pack(o2, fed.a.sign);
+    const std::string sig = read_file(o.output + ".minisig");
+    const std::string real = read_file(o.output);
+    std::string junk(200000, 'x');
+    for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<char>(i * 2654435761u >> 13);
+    for (const std::string& age : {read_file(o2.output), junk, real.substr(0, real.size() - 1000)}) {
+      write_file_atomic(fed.dir + "/t.age", age, true);
+      write_file_atomic(fed.dir + "/t.age.minisig", sig, true);
+      for (int threads : {0, 1, 2, 4}) {
+        EXPECT_EQ(class_of([&] {
+                    verify_and_unpack(fed.dir + "/t.age", fed.roster(), {fed.agg.age}, {}, out, false, threads);
+                  }),
+                  FailClass::signature)
+            << level << " " << threads;
+        EXPECT_FALSE(has_plaintext(fed.dir)) << threads;
+        // A wrong identity as well: decryption fails at once, the signature still decides.
+        EXPECT_EQ(class_of([&] {
+                    check_and_unpack(fed.dir + "/t.age", {}, Signers::single(fed.a.sign.public_key()), {}, {fed.b.age},
+                                     out, false, threads);
+                  }),
+                  FailClass::signature)
+            << level << " " << threads;
+        EXPECT_FALSE(has_plaintext(fed.dir)) << threads;
+      }
+    }
+    // Fields are checked before the bulk pass: a valid comment for the wrong round
+    // fails as fields even beside other ciphertext.
+    Expect ex;
+    ex.round = 4;
+    EXPECT_EQ(class_of([&] { verify_and_unpack(fed.dir + "/t.age", fed.roster(), {fed.agg.age}, ex, out); }),
+              FailClass::fields);
+    // And the real pair goes through with every thread count, to the same bytes.
+    for (int threads : {0, 1, 2, 4}) {
+      Checked c = verify_and_unpack(o.output, fed.roster(), {fed.agg.age}, {}, out, true, threads);
+      EXPECT_EQ(sha256_file(out), sha256_file(in)) << level << " " << threads;
+      EXPECT_EQ(c.plain_bytes, read_file(in).size()) << threads;
+      EXPECT_EQ(c.key_id, fed.a.sign.public_key().key_id_hex());
+      Checked d = check(o.output, {}, Signers::from_roster(fed.roster()), {}, threads);
+      EXPECT_EQ(d.digest, c.digest) << threads;
+      EXPECT_EQ(d.age_bytes, real.size()) << threads;
+    }
+    ::unlink(out.c_str());
+  }
+}
+
+TEST(PackageRoundTrip, LargeEnoughForTheFlushingThread) {
+  // 24 MiB: pack's and unpack's outputs pass the 8 MiB steps at which a helper thread
+  // flushes them to disk while they are written.
+  Federation fed;
+  std::string in = fed.update("big.h5", "hospital-a", 2, size_t(6) << 20);
+  const std::string out = fed.dir + "/out.h5";
+  for (int level : {0, 1}) {
+    PackOptions o;
+    o.input = in;
+    o.output = fed.dir + "/big.age";
+    o.recipients = {fed.agg.age.recipient()};
+    o.zstd_level = level;
+    o.overwrite = true;
+    PackResult r = pack(o, fed.a.sign);
+    for (int threads : {0, 1}) {
+      Checked c = verify_and_unpack(o.output, fed.roster(), {fed.agg.age}, {}, out, true, threads);
+      EXPECT_EQ(c.plain_bytes, r.plain_bytes) << level << " " << threads;
+      EXPECT_EQ(sha256_file(out), r.fields.plain) << level << " " << threads;
+    }
+  }
 }
 
 TEST(PackagePack, RefusesExistingOutputsAndUnpackableFiles) {
