@@ -141,7 +141,8 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
   }
   const bool per_site = r.rule == "median" || r.rule == "trimmed-mean";  // needs all N at once
   std::vector<std::vector<float>> bufs(per_site || r.krum() ? N : 1, std::vector<float>(largest));
-  std::vector<double> delta(largest), m(largest), v(largest), dbuf(group == "sum" ? largest : 0);
+  std::vector<double> delta(largest), m(r.stateful() ? largest : 0), v(r.adaptive() ? largest : 0),
+      dbuf(group == "sum" ? largest : 0);  // m, v only for the rules that keep server state
   std::vector<float> w(largest), scratch;
 
   // First pass when clip factors or Krum distances need whole-model norms.
@@ -301,7 +302,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
         if (r.adaptive()) state_in->read("v/" + pname, h5::DType::f64, v.data(), len * 8);
       } else {
         std::fill(m.begin(), m.begin() + long(len), 0.0);
-        std::fill(v.begin(), v.begin() + long(len), r.tau * r.tau);
+        if (r.adaptive()) std::fill(v.begin(), v.begin() + long(len), r.tau * r.tau);
       }
     }
     fed::server_step(r, w.data(), delta.data(), m.data(), v.data(), len);
