@@ -42,11 +42,6 @@ struct Options {
   bool partial = false, verify_ledger = false, keep = false;
 };
 
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // One accepted input: a site's update (or, when combining, a partial sum).
@@ -57,14 +52,11 @@ struct Input {
   h5::File file;
   double norm2 = 0;
   std::vector<float> sketch;  // every `stride`-th value of the delta, for the cosine estimate
-  std::string flag;
 };
 
 struct Rejected {
   std::string site, package, cls, reason;
 };
-
-std::string fmt_duration(double s) { return human_duration(std::max(0.0, s)); }
 
 // The global model's parameter names and shapes.
 std::vector<h5::TensorInfo> params_of(const h5::File& g) {
@@ -143,7 +135,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
   std::vector<std::vector<float>> bufs(per_site || r.krum() ? N : 1, std::vector<float>(largest));
   std::vector<double> delta(largest), m(r.stateful() ? largest : 0), v(r.adaptive() ? largest : 0),
       dbuf(group == "sum" ? largest : 0);  // m, v only for the rules that keep server state
-  std::vector<float> w(largest), scratch;
+  std::vector<float> w(largest);
 
   // First pass when clip factors or Krum distances need whole-model norms.
   std::vector<std::vector<double>> gram;
@@ -233,7 +225,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
         }
         x[k] = bufs[k].data();
       }
-      fed::combine(r, x, res.clip, res.weight, len, nullptr, delta.data(), scratch);
+      fed::combine(r, x, res.clip, res.weight, len, nullptr, delta.data());
       for (size_t k = 0; k < N; ++k) {
         double s = 0, d = 0;
         for (size_t i = 0; i < len; ++i) {
@@ -336,7 +328,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
 
 
 std::string state_dir_default(const std::string& key, const std::string& fed) {
-  return (is_dir(key) ? key : dirname_of(key)) + "/state/" + fed;
+  return (is_directory(key) ? key : dirname_of(key)) + "/state/" + fed;
 }
 
 int verify_ledger(const Options& o, const ToolContext& ctx) {
@@ -497,6 +489,17 @@ int run(const Options& o, const ToolContext& ctx) {
   std::vector<std::string> missing;
   json quorum;
   const std::string work = c.state + "/round-" + std::to_string(R);
+  // Rejected packages are not valid updates: too few valid ones wait like missing sites.
+  auto require_valid_quorum = [&]() {
+    const int64_t ok = int64_t(inputs.size());
+    if (!o.partial && ok < c.plan.quorum.min_sites && (!passed || c.plan.quorum.after_deadline == "wait"))
+      throw Error(kExitTempFail, "round " + std::to_string(R) + " has " + std::to_string(ok) + " valid updates", {},
+                  "fewer than " + std::to_string(c.plan.quorum.min_sites) + " (" + std::to_string(rejected.size()) +
+                      " rejected); waiting");
+    if (ok == 0)
+      throw Error(kExitTempFail, "round " + std::to_string(R) + " has no valid update", {},
+                  std::to_string(rejected.size()) + " rejected");
+  };
   double verify_s = 0;
   if (o.combine.empty()) {
     // Which packages are here: explicit paths, or <dir>/<site>.age of the expected sites.
@@ -528,7 +531,7 @@ int run(const Options& o, const ToolContext& ctx) {
       const std::string counts = std::to_string(present.size()) + " of " + std::to_string(c.plan.quorum.expected.size()) + " reported";
       if (!passed)
         throw Error(kExitTempFail, "round " + std::to_string(R) + " waits for " + missing_list(), {},
-                    counts + ", deadline in " + fmt_duration(double(deadline - now)));
+                    counts + ", deadline in " + human_duration(double(deadline - now)));
       if (int64_t(present.size()) < min_sites && c.plan.quorum.after_deadline == "wait")
         throw Error(kExitTempFail, "round " + std::to_string(R) + " waits for " + missing_list(), {},
                     counts + ", fewer than " + std::to_string(min_sites) + " after the deadline (policy: wait)");
@@ -540,7 +543,7 @@ int run(const Options& o, const ToolContext& ctx) {
     fed::make_dirs(work);
     ::chmod(work.c_str(), 0700);
     std::vector<crypto::AgeIdentity> ids =
-        crypto::load_identity_file(is_dir(o.key) ? o.key + "/age.key" : dirname_of(o.key) + "/age.key");
+        crypto::load_identity_file(is_directory(o.key) ? o.key + "/age.key" : dirname_of(o.key) + "/age.key");
     auto tv = Clock::now();
     for (const auto& [site_hint, path] : present) {
       package::Expect ex;
@@ -581,14 +584,7 @@ int run(const Options& o, const ToolContext& ctx) {
     }
     verify_s = since(tv);
     std::sort(inputs.begin(), inputs.end(), [](const Input& a, const Input& b) { return a.site < b.site; });
-    if (!o.partial) {
-      const int64_t ok = int64_t(inputs.size());
-      if (ok < c.plan.quorum.min_sites && (!passed || c.plan.quorum.after_deadline == "wait"))
-        throw Error(kExitTempFail, "round " + std::to_string(R) + " has " + std::to_string(ok) + " valid updates", {},
-                    "fewer than " + std::to_string(c.plan.quorum.min_sites) + " (" + std::to_string(rejected.size()) +
-                        " rejected); waiting");
-    }
-    if (inputs.empty()) throw Error(kExitTempFail, "round " + std::to_string(R) + " has no valid update", {}, std::to_string(rejected.size()) + " rejected");
+    require_valid_quorum();
   } else {
     // Combining partial sums made with --partial (one per region or machine).
     for (const auto& p : o.combine) {
@@ -651,12 +647,7 @@ int run(const Options& o, const ToolContext& ctx) {
     out_global.reset();
     out_partial.reset();
     out_state.reset();
-    if (!o.partial && o.combine.empty() && int64_t(inputs.size()) < c.plan.quorum.min_sites &&
-        (!passed || c.plan.quorum.after_deadline == "wait"))
-      throw Error(kExitTempFail, "round " + std::to_string(R) + " has " + std::to_string(inputs.size()) + " valid updates", {},
-                  "fewer than " + std::to_string(c.plan.quorum.min_sites) + " (" + std::to_string(rejected.size()) +
-                      " rejected); waiting");
-    if (inputs.empty()) throw Error(kExitTempFail, "round " + std::to_string(R) + " has no valid update left");
+    if (o.combine.empty()) require_valid_quorum();
   }
   const double agg_s = since(ta);
 

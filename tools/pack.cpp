@@ -22,11 +22,6 @@ struct Options {
   std::string password_file, password_env;
 };
 
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 std::vector<crypto::AgeRecipient> recipients(const std::vector<std::string>& to) {
   std::vector<crypto::AgeRecipient> out;
   for (const auto& t : to) {
@@ -34,7 +29,7 @@ std::vector<crypto::AgeRecipient> recipients(const std::vector<std::string>& to)
       out.push_back(crypto::AgeRecipient::parse(t));
       continue;
     }
-    std::string path = is_dir(t) ? t + "/age.pub" : t;
+    std::string path = is_directory(t) ? t + "/age.pub" : t;
     auto r = crypto::parse_recipients(read_file(path, 1 << 20), path);
     if (r.empty()) throw Error(kExitDataErr, "no age recipient", path);
     out.insert(out.end(), r.begin(), r.end());
@@ -51,7 +46,7 @@ int run(const Options& o, const ToolContext& ctx) {
   po.zstd_level = o.zstd;
   po.overwrite = ctx.force();
   if (!path_exists(o.input)) throw Error(kExitNoInput, "cannot open", o.input, "no such file");
-  std::string key_path = is_dir(o.key) ? o.key + "/minisign.key" : o.key;
+  std::string key_path = is_directory(o.key) ? o.key + "/minisign.key" : o.key;
   crypto::MinisignSecretKey key = crypto::MinisignSecretKey::load(key_path, {o.password_file, o.password_env});
   package::PackResult r = package::pack(po, key);
   if (ctx.json()) {

@@ -31,14 +31,9 @@ struct Options {
   bool mirror = false, probabilities = false, unverified = false, oracle = false;
 };
 
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 // The cases of a cohort folder, a CSV, or a single case folder.
 std::vector<prep::CaseFiles> cases_of(const std::string& input) {
-  if (is_dir(input)) {
+  if (is_directory(input)) {
     // A case folder holds the NIfTI files itself.
     std::string dir = input;
     while (dir.size() > 1 && dir.back() == '/') dir.pop_back();

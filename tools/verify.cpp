@@ -25,11 +25,6 @@ struct Options {
   uint64_t max_size = package::kDefaultMaxSize;
 };
 
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 std::string utc(int64_t t) {
   std::time_t tt = static_cast<std::time_t>(t);
   std::tm tm{};
@@ -59,7 +54,7 @@ int run(const Options& o, const ToolContext& ctx) {
     signers = package::Signers::single(package::public_key_of(o.pub));
   }
   std::vector<crypto::AgeIdentity> ids;
-  if (!o.identity.empty()) ids = crypto::load_identity_file(is_dir(o.identity) ? o.identity + "/age.key" : o.identity);
+  if (!o.identity.empty()) ids = crypto::load_identity_file(is_directory(o.identity) ? o.identity + "/age.key" : o.identity);
 
   package::Expect ex;
   ex.federation = o.expect_federation;

@@ -82,6 +82,11 @@ std::string basename_of(const std::string& path) {
   return pos == std::string::npos ? path : path.substr(pos + 1);
 }
 
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;

@@ -68,5 +68,6 @@ void install_cleanup_handlers();
 std::string dirname_of(const std::string& path);
 std::string basename_of(const std::string& path);
 bool path_exists(const std::string& path);
+bool is_directory(const std::string& path);  // follows symlinks
 
 }  // namespace fedseg

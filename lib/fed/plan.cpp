@@ -5,6 +5,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "fed/published.h"
+#include "fed/rules.h"
 
 namespace fedseg::fed {
 namespace {
@@ -54,11 +55,6 @@ std::string text(const json& j, const char* key, const std::string& def, const s
   return v;
 }
 
-const std::set<std::string>& known_rules() {
-  static const std::set<std::string> r{"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad",
-                                       "median", "trimmed-mean", "krum", "multi-krum"};
-  return r;
-}
 
 }  // namespace
 
@@ -155,10 +151,7 @@ Plan Plan::parse(const std::string& txt, const std::string& name) {
   p.model = j["model"];
   p.training = Recipe::from_json(j.value("training", json::object()), name);
   p.aggregation = j.value("aggregation", json{{"rule", "fedavg"}});
-  if (!p.aggregation.is_object() || !p.aggregation.contains("rule") || !p.aggregation["rule"].is_string() ||
-      !known_rules().count(p.aggregation["rule"].get<std::string>()))
-    bad_value(name, "aggregation.rule", "not one of fedavg, fedavgm, fedadam, fedyogi, fedadagrad, median, "
-                                        "trimmed-mean, krum, multi-krum");
+  RuleConfig::from_json(p.aggregation, name);  // the rule and its parameters (Error 78)
   p.quorum = Quorum::from_json(j.value("quorum", json::object()), name);
   if (p.quorum.expected.empty())
     for (const auto& s : p.roster.sites()) p.quorum.expected.push_back(s.id);

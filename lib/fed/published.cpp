@@ -1,7 +1,6 @@
 #include "fed/published.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <sodium.h>
 #include <unistd.h>
 
@@ -51,9 +50,7 @@ Hashes hash_file(const std::string& path) {
 }  // namespace
 
 crypto::MinisignSecretKey load_signing_key(const std::string& id, const crypto::PasswordSource& password) {
-  struct stat st {};
-  const bool dir = ::stat(id.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  return crypto::MinisignSecretKey::load(dir ? id + "/minisign.key" : id, password);
+  return crypto::MinisignSecretKey::load(is_directory(id) ? id + "/minisign.key" : id, password);
 }
 
 package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,

@@ -157,7 +157,7 @@ std::vector<size_t> krum_selected(const std::vector<double>& scores, size_t keep
 }
 
 void combine(const RuleConfig& c, const std::vector<const float*>& x, const std::vector<double>& s,
-             const std::vector<double>& p, size_t len, const double* noise, double* out, std::vector<float>& scratch) {
+             const std::vector<double>& p, size_t len, const double* noise, double* out) {
   const size_t N = x.size();
   if (c.rule == "median" || c.rule == "trimmed-mean") {
     std::vector<double> col(N);
@@ -181,7 +181,6 @@ void combine(const RuleConfig& c, const std::vector<const float*>& x, const std:
         out[i] = sum / double(N - 2 * trim);
       }
     }
-    (void)scratch;
     return;
   }
   // Weighted sums: fedavg family, krum (one weight 1), multi-krum, DP (uniform).

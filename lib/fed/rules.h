@@ -80,7 +80,7 @@ std::vector<size_t> krum_selected(const std::vector<double>& scores, size_t keep
 // caller passes the renormalised weights of the selected sites, 0 for the others).
 // `noise` (DP): len Gaussian draws of σ already, or null.
 void combine(const RuleConfig& c, const std::vector<const float*>& x, const std::vector<double>& s,
-             const std::vector<double>& p, size_t len, const double* noise, double* out, std::vector<float>& scratch);
+             const std::vector<double>& p, size_t len, const double* noise, double* out);
 
 // The server step for one tensor: w (in/out, float32) from Δ; m, v the rule's state
 // (len values each, used by the stateful rules).

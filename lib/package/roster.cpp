@@ -113,21 +113,17 @@ std::string fingerprint(const crypto::AgeRecipient& recipient, const crypto::Min
 }
 
 namespace {
-bool is_dir(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
 }  // namespace
 
 crypto::AgeRecipient recipient_of(const std::string& dir) {
-  std::string path = is_dir(dir) ? dir + "/age.pub" : dir;
+  std::string path = is_directory(dir) ? dir + "/age.pub" : dir;
   auto r = crypto::parse_recipients(read_file(path, 1 << 16), path);
   if (r.empty()) throw Error(kExitDataErr, "no age recipient", path);
   return r.front();
 }
 
 crypto::MinisignPublicKey public_key_of(const std::string& dir_or_file) {
-  return crypto::MinisignPublicKey::load(is_dir(dir_or_file) ? dir_or_file + "/minisign.pub" : dir_or_file);
+  return crypto::MinisignPublicKey::load(is_directory(dir_or_file) ? dir_or_file + "/minisign.pub" : dir_or_file);
 }
 
 }  // namespace fedseg::package

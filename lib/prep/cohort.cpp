@@ -13,7 +13,7 @@
 namespace fedseg::prep {
 namespace {
 
-bool is_dir(const std::string& p) {
+bool is_directory(const std::string& p) {
   struct stat st;
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
@@ -168,7 +168,7 @@ std::vector<CaseFiles> find_cases(const std::string& cohort) {
     for (const auto& name : list_dir(cohort)) {
       if (name[0] == '.') continue;
       std::string dir = cohort + "/" + name;
-      if (is_dir(dir)) out.push_back(case_from_folder(dir, name));
+      if (is_directory(dir)) out.push_back(case_from_folder(dir, name));
     }
   } else {
     out = cases_from_csv(cohort);
