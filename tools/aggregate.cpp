@@ -383,6 +383,110 @@ void remove_work(const std::string& work) {
   ::rmdir(work.c_str());
 }
 
+// mean, median and (population) std of the finite values; count of them.
+json describe(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return !std::isfinite(x); }), v.end());
+  if (v.empty()) return {{"n", 0}, {"mean", nullptr}, {"median", nullptr}, {"std", nullptr}};
+  double m = 0;
+  for (double x : v) m += x;
+  m /= double(v.size());
+  double s2 = 0;
+  for (double x : v) s2 += (x - m) * (x - m);
+  return {{"n", v.size()}, {"mean", m}, {"median", fed::quantile(v, 0.5)}, {"std", std::sqrt(s2 / double(v.size()))}};
+}
+
+// The sites' evaluations of round R's global model (rounds/R/metrics/<site>.age, made
+// by fedseg-eval -o M.h5 and fedseg-pack): each verified like an update (signature,
+// fields, base = this global model) and decrypted into the work folder; then pooled
+// case by case, so the federation-wide mean is the case-weighted mean of the sites'.
+// Metrics never hold up a round: missing or rejected ones are only listed.
+json combine_metrics(Context& c, const std::string& base, const std::vector<crypto::AgeIdentity>& ids,
+                     const std::string& work) {
+  const int64_t R = c.R;
+  static const char* kMetrics[] = {"dice", "hd95", "sensitivity", "specificity", "volume_pred_ml", "volume_ref_ml"};
+  json sites = json::array(), rejected = json::array(), missing = json::array();
+  std::map<std::string, std::vector<double>> pooled;  // "<metric>/<region>" -> cases
+  std::string region_order, hd95_convention;
+  int64_t total_cases = 0;
+  for (const auto& s : c.plan.quorum.expected) {
+    const std::string p = fed::metrics_path(c.o.exchange, R, s);
+    if (!path_exists(p) || !path_exists(p + ".minisig")) {
+      missing.push_back(s);
+      continue;
+    }
+    try {
+      package::Expect ex;
+      ex.federation = c.plan.federation();
+      ex.round = R;
+      ex.site = s;
+      ex.kind = "metrics";
+      ex.base = base;
+      fed::make_dirs(work);
+      const std::string out = work + "/metrics-" + s + ".h5";
+      package::verify_and_unpack(p, c.plan.roster, ids, ex, out, true, 1);
+      h5::File f = h5::File::open(out, {"metrics", true});
+      auto bad = [&](const std::string& why) { return package::PackageError(package::FailClass::inner, p, why); };
+      if (f.attr_string("/", "site") != s) throw bad("its site attribute is '" + f.attr_string("/", "site") + "'");
+      const int64_t n = f.attr_int("/", "num_cases");
+      const std::string order = f.attr_string("/", "region_order");
+      std::string conv = "pooled";
+      try {
+        conv = json::parse(f.attr_string("/", "provenance")).value("hd95", "pooled");
+      } catch (const json::exception&) {
+      }
+      if (n < 0 || n > 1000000) throw bad("num_cases " + std::to_string(n) + " out of range");
+      if (!region_order.empty() && order != region_order) throw bad("region order " + order + ", the others " + region_order);
+      if (!hd95_convention.empty() && conv != hd95_convention)
+        throw bad("HD95 convention '" + conv + "', the others '" + hd95_convention + "'");
+      json regions = json::parse(order);
+      if (!regions.is_array() || regions.size() != 3) throw bad("region_order is not three names");
+      std::map<std::string, std::vector<double>> mine;
+      for (const char* m : kMetrics) {
+        std::vector<double> v(size_t(n) * 3);
+        if (n > 0) {
+          h5::TensorInfo ti = f.info(std::string("cases/") + m);
+          if (ti.shape != h5::Shape{uint64_t(n), 3}) throw bad(std::string("cases/") + m + " has shape " + h5::shape_str(ti.shape));
+          f.read(std::string("cases/") + m, h5::DType::f64, v.data(), v.size() * 8);
+        }
+        for (size_t r = 0; r < 3; ++r)
+          for (int64_t i = 0; i < n; ++i) mine[std::string(m) + "/" + regions[r].get<std::string>()].push_back(v[size_t(i) * 3 + r]);
+      }
+      region_order = order;
+      hd95_convention = conv;
+      json site{{"site", s}, {"num_cases", n}};
+      for (const auto& [k, v] : mine) {
+        const std::string metric = k.substr(0, k.find('/')), region = k.substr(k.find('/') + 1);
+        site[metric][region] = describe(v)["mean"];
+        auto& pv = pooled[k];
+        pv.insert(pv.end(), v.begin(), v.end());
+      }
+      total_cases += n;
+      sites.push_back(site);
+      f.close();
+      std::remove(out.c_str());
+    } catch (const package::PackageError& e) {
+      rejected.push_back({{"site", s}, {"package", p}, {"class", e.class_name()}, {"reason", e.why()}});
+      log::warn("metrics " + p + " rejected (" + e.class_name() + "): " + e.why());
+    } catch (const Error& e) {
+      if (e.code() != kExitDataErr && e.code() != kExitNoInput) throw;
+      rejected.push_back({{"site", s}, {"package", p}, {"class", "inner"}, {"reason", e.message()}});
+      log::warn("metrics " + p + " rejected: " + e.message());
+    }
+  }
+  json federation{{"num_cases", total_cases}, {"sites", sites.size()}};
+  for (const auto& [k, v] : pooled) {
+    const std::string metric = k.substr(0, k.find('/')), region = k.substr(k.find('/') + 1);
+    federation[metric][region] = describe(v);
+  }
+  return {{"model", "rounds/" + std::to_string(R) + "/global.h5"},
+          {"region_order", region_order.empty() ? json(nullptr) : json::parse(region_order)},
+          {"hd95", hd95_convention.empty() ? json(nullptr) : json(hd95_convention)},
+          {"federation", federation},
+          {"sites", sites},
+          {"rejected", rejected},
+          {"missing", missing}};
+}
+
 // Finishes a round whose global model is already written (a rerun after a crash):
 // ledger entry and LATEST from the signed files.
 int finish_round(Context& c, const crypto::MinisignPublicKey& pub, fed::Ledger& ledger) {
@@ -707,6 +811,12 @@ int run(const Options& o, const ToolContext& ctx) {
   }
 
   // Publish: report, server state, global model, ledger, LATEST (last).
+  json site_metrics = nullptr;
+  if (o.combine.empty()) {
+    std::vector<crypto::AgeIdentity> ids =
+        crypto::load_identity_file(is_directory(o.key) ? o.key + "/age.key" : dirname_of(o.key) + "/age.key");
+    site_metrics = combine_metrics(c, gf.plain, ids, work);
+  }
   h5::File& g = out_global->file();
   g.set_attr("/", "federation", fed_id);
   g.set_attr("/", "round", R + 1);
@@ -739,6 +849,7 @@ int run(const Options& o, const ToolContext& ctx) {
               {"clip_threshold", res.clip_threshold},
               {"cosine", res.cosine_exact ? "exact" : "estimated on every " + std::to_string(res.stride) + "th coordinate"},
               {"privacy", privacy},
+              {"metrics", site_metrics},
               {"timings", {{"verify_seconds", verify_s}, {"aggregate_seconds", agg_s}, {"total_seconds", since(t0)}}},
               {"created", fed::utc_now_iso()}};
   const std::string rep = fed::report_path(o.exchange, R);
@@ -799,7 +910,10 @@ const ToolDef& aggregate() {
           "privacy spent so far (epsilon at dp_delta, Renyi accounting). The formulas are in lib/fed/rules.h.\n\n"
           "Outputs, each signed by the aggregator and written atomically, in this order: rounds/R/report.json "
           "(accepted sites with example counts, weights, update norms, cosine to the aggregate and flags for "
-          "outliers; rejected packages with class and reason; missing sites; the rule; privacy), the server "
+          "outliers; rejected packages with class and reason; missing sites; the rule; privacy; and the sites' "
+          "evaluations of round R's model, rounds/R/metrics/SITE.age from fedseg-eval -o M.h5 and fedseg-pack, "
+          "verified like updates and pooled case by case into a federation-wide mean, median and std per region: "
+          "they never hold up a round, a missing or bad one is only listed), the server "
           "state, rounds/R+1/global.h5 (its parents attribute lists the accepted packages' signed plaintext "
           "sha256), a ledger entry appended to STATE/ledger.jsonl (a hash chain: each entry holds the sha256 of "
           "the previous one, the new global model's and the accepted packages'), and LATEST, last. A crash at any "
