@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <variant>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -775,6 +776,17 @@ int run(const Options& o, const ToolContext& ctx) {
            {"cosine", cosv}, {"clip_factor", res.clip[k]}, {"flags", flags}, {"plain", in.plain}, {"nonce", in.nonce},
            {"package", in.package}};
     if (!res.krum_scores.empty()) a["krum_score"] = res.krum_scores[k];
+    // What the site's fedseg-train recorded (absent from updates made by other tools).
+    json train = json::object();
+    if (in.file.is_open())
+      for (const char* name : {"epoch_loss", "train_dice", "train_dice_first_epoch"})
+        if (in.file.has_attr("/", name)) {
+          const h5::Attr v = in.file.attr("/", name);
+          if (const auto* vec = std::get_if<std::vector<double>>(&v)) train[name] = *vec;
+          else if (const auto* x = std::get_if<double>(&v)) train[name] = std::vector<double>{*x};
+        }
+    if (in.file.is_open() && in.file.has_attr("/", "epochs")) train["epochs"] = in.file.attr_int("/", "epochs");
+    a["train"] = train.empty() ? json(nullptr) : train;
     accepted.push_back(a);
     if (o.combine.empty()) {
       ledger_acc.push_back({{"site", in.site}, {"plain", in.plain}, {"nonce", in.nonce}});

@@ -10,6 +10,7 @@
 #include "core/tool.h"
 #include "crypto/age.h"
 #include "crypto/minisign.h"
+#include "fed/published.h"
 #include "package/package.h"
 #include "package/roster.h"
 
@@ -20,7 +21,7 @@ struct Options {
   std::string package, signature;
   std::string federation, pub, aggregator_pub;
   std::string identity, out;
-  std::string expect_federation, expect_site, expect_kind, expect_base;
+  std::string expect_federation, expect_site, expect_kind, expect_base, field;
   int64_t expect_round = -1;
   uint64_t max_size = package::kDefaultMaxSize;
 };
@@ -34,7 +35,75 @@ std::string utc(int64_t t) {
   return buf;
 }
 
+bool ends_with_str(const std::string& s, const std::string& t) {
+  return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+}
+
+// Prints one field for --field (scripts: r=$(fedseg-verify LATEST ... --field round)).
+int print_field(const nlohmann::json& fields, const std::string& name, const std::string& file) {
+  if (!fields.contains(name)) throw Error(kExitUsage, "no field '" + name + "' in", file);
+  const nlohmann::json& v = fields[name];
+  std::cout << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+  return kExitOk;
+}
+
+// A file the aggregator publishes in the clear (federation.json, global.h5, LATEST,
+// report.json): signature by the aggregator key, fields, sha256 (fed::verify_published).
+int run_published(const Options& o, const ToolContext& ctx) {
+  const std::string key_src = !o.aggregator_pub.empty() ? o.aggregator_pub : o.pub;
+  if (key_src.empty()) throw Error(kExitUsage, "a published file needs --aggregator-pub (or --pub)", o.package);
+  if (!o.identity.empty() || !o.out.empty()) throw Error(kExitUsage, "published files are not encrypted", o.package, "drop --identity/-o");
+  std::string kind = o.expect_kind;
+  const std::string base = basename_of(o.package);
+  if (kind.empty()) {
+    if (base == "LATEST") kind = "latest";
+    else if (ends_with_str(base, "federation.json")) kind = "federation";
+    else if (ends_with_str(base, "report.json")) kind = "report";
+    else if (ends_with_str(base, ".h5")) kind = "global";
+    else throw Error(kExitUsage, "cannot tell the kind of", o.package, "use --expect-kind federation|global|latest|report");
+  }
+  fed::PublishedExpect ex{o.expect_federation, std::nullopt, kind};
+  if (o.expect_round >= 0) ex.round = o.expect_round;
+  const crypto::MinisignPublicKey key = package::public_key_of(key_src);
+  package::Fields f;
+  try {
+    f = fed::verify_published(key, o.package, ex, o.signature);
+  } catch (const package::PackageError& e) {
+    if (ctx.json())
+      ctx.emit_json({{"file", o.package}, {"ok", false}, {"error", {{"class", e.class_name()}, {"code", e.code()}, {"message", e.message()}}}});
+    throw;
+  }
+  nlohmann::json fields = f.to_json();
+  if (kind == "latest") {
+    // LATEST's body must agree with its signed fields.
+    nlohmann::json doc;
+    try {
+      doc = nlohmann::json::parse(read_file(o.package, 1 << 16));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(kExitDataErr, "LATEST is not JSON", o.package, e.what());
+    }
+    if (!doc.is_object() || doc.value("fedseg_latest", 0) != 1 || !doc.contains("round") || !doc["round"].is_number_integer() ||
+        doc["round"].get<int64_t>() != f.round || doc.value("federation", "") != f.federation ||
+        !doc.contains("global") || !doc["global"].is_string() || !doc.contains("global_sha256") || !doc["global_sha256"].is_string())
+      throw Error(kExitDataErr, "LATEST does not match its signature's fields", o.package);
+    fields["global"] = doc["global"];
+    fields["global_sha256"] = doc["global_sha256"];
+  }
+  if (!o.field.empty()) return print_field(fields, o.field, o.package);
+  if (ctx.json()) {
+    ctx.emit_json({{"file", o.package}, {"ok", true}, {"kind", kind}, {"key_id", key.key_id_hex()}, {"fields", fields}});
+    return kExitOk;
+  }
+  if (ctx.common().quiet) return kExitOk;
+  std::cout << o.package << ": good signature by the aggregator key " << key.key_id_hex() << "\n";
+  for (auto it = fields.begin(); it != fields.end(); ++it)
+    std::cout << "  " << it.key() << std::string(it.key().size() < 12 ? 12 - it.key().size() : 1, ' ')
+              << (it.value().is_string() ? it.value().get<std::string>() : it.value().dump()) << "\n";
+  return kExitOk;
+}
+
 int run(const Options& o, const ToolContext& ctx) {
+  if (!ends_with_str(o.package, ".age")) return run_published(o, ctx);
   if (o.federation.empty() == o.pub.empty()) throw Error(kExitUsage, "give exactly one of --federation and --pub");
   if (!o.aggregator_pub.empty() && o.federation.empty()) throw Error(kExitUsage, "--aggregator-pub needs --federation");
   if (o.identity.empty() != o.out.empty()) throw Error(kExitUsage, "--identity and -o go together");
@@ -81,6 +150,7 @@ int run(const Options& o, const ToolContext& ctx) {
     throw;
   }
   const package::Fields& f = c.fields;
+  if (!o.field.empty()) return print_field(f.to_json(), o.field, o.package);
   std::string signer = c.signer.empty() ? "" : (c.signer == "-" ? "the aggregator" : "site " + c.signer);
   if (ctx.json()) {
     ctx.emit_json({{"package", c.age_path},
@@ -94,6 +164,7 @@ int run(const Options& o, const ToolContext& ctx) {
                    {"plain_bytes", o.out.empty() ? nlohmann::json(nullptr) : nlohmann::json(plain_bytes)}});
     return kExitOk;
   }
+  if (ctx.common().quiet) return kExitOk;
   std::cout << c.age_path << ": good signature by key " << c.key_id << (signer.empty() ? "" : " (" + signer + ")") << "\n"
             << "  federation  " << f.federation << "\n"
             << "  round       " << f.round << "\n"
@@ -155,6 +226,13 @@ const ToolDef& verify() {
           "checked over the phone with fedseg-keygen --fingerprint), federation.json.minisig must verify with "
           "that key and the roster's aggregator key must be the same; without it the roster file is trusted as "
           "the operator's own local copy.\n\n"
+          "A FILE not ending in .age is a file the aggregator publishes in the clear (federation.json, "
+          "rounds/R/global.h5, LATEST, rounds/R/report.json): it is checked against the aggregator's key "
+          "(--aggregator-pub, or --pub): signature, the trusted comment's fields (kind=federation|global|latest|"
+          "report from the file name or --expect-kind, site=-, enc=none, --expect-federation, --expect-round) and "
+          "sha256 = plain; for LATEST also that its JSON body names the signed federation and round. --field NAME "
+          "prints one value only, for scripts: `round=$(fedseg-verify mirror/LATEST --aggregator-pub pub/aggregator "
+          "--field round)`.\n\n"
           "Hospital IT can make the same checks with Debian's tools: `minisign -Vm NAME.age -p "
           "SITE_PUB_DIR/minisign.pub` and `age -d -i ID_DIR/age.key NAME.age | sha256sum` (through `zstd -d` "
           "when enc=zstd+age).",
@@ -162,7 +240,9 @@ const ToolDef& verify() {
             "Check a package's origin and round without decrypting it."},
            {"fedseg-verify hospital-a.age --federation federation.json --aggregator-pub pub/aggregator "
             "--identity /etc/fedseg/aggregator -o hospital-a.h5 --json",
-            "Check against the signed roster, decrypt and unpack, with a JSON report."}},
+            "Check against the signed roster, decrypt and unpack, with a JSON report."},
+           {"fedseg-verify exchange/LATEST --aggregator-pub pub/aggregator --field round",
+            "Check the aggregator's signature on LATEST and print the current round."}},
           {},
           {{64, "bad options (neither or both of --federation and --pub, -o without --identity)"},
            {65, "the package failed a check (size, signature, fields, decrypt, hash, inner), or the roster, a key "
@@ -178,7 +258,7 @@ const ToolDef& verify() {
       },
       [](CLI::App& app) -> RunFn {
         auto o = std::make_shared<Options>();
-        app.add_option("PACKAGE", o->package, "the package NAME.age")->required()->type_name("NAME.age");
+        app.add_option("PACKAGE", o->package, "the package NAME.age, or a file the aggregator published")->required()->type_name("FILE");
         app.add_option("--signature", o->signature, "the signature file (default: NAME.age.minisig)")->type_name("FILE");
         app.add_option("--federation", o->federation, "the roster (federation.json) listing the sites' keys")
             ->type_name("FILE");
@@ -197,6 +277,10 @@ const ToolDef& verify() {
         app.add_option("--expect-site", o->expect_site, "fail unless the package is from this site")->type_name("S");
         app.add_option("--expect-kind", o->expect_kind, "fail unless the package is of this kind")->type_name("KIND");
         app.add_option("--expect-base", o->expect_base, "fail unless the package's base is this sha256")->type_name("SHA256");
+        app.add_option("--field", o->field,
+                       "print only this signed field's value (round, federation, site, kind, plain, ...; for LATEST also "
+                       "global and global_sha256)")
+            ->type_name("NAME");
         app.add_option("--max-size", o->max_size, "largest NAME.age accepted, in bytes (default 16 GiB)")
             ->type_name("BYTES");
         return [o](const ToolContext& ctx) { return run(*o, ctx); };
