@@ -1,0 +1,83 @@
+. "$FEDSEG_SOURCE/tests/cli/lib.sh"
+. "$FEDSEG_SOURCE/tests/cli/rounds/fixture.bash"
+# The round scripts over a shared folder (issue 9, acceptance 1, folder half): 2 sites,
+# 2 rounds, a tiny model. Checks the exit codes, the silence of reruns, the lock, the
+# receipts, and that each round's report holds both sites' updates and metrics.
+need_python_module h5py numpy
+rounds_setup north south
+for s in north south; do site_conf "$s" "$TMP/ex"; done
+agg_conf "$TMP/ex"
+
+for r in 0 1; do
+  expect_exit 0 "$SHARE/site-round" site-north.conf
+  expect_stdout_empty
+  expect_stderr_empty
+  # A rerun of a finished round: nothing to do, silent.
+  expect_exit 0 "$SHARE/site-round" site-north.conf
+  expect_stdout_empty
+  expect_stderr_empty
+  # Only north reported: the aggregator waits (75), silently.
+  expect_exit 75 "$SHARE/aggregator-round" agg.conf
+  expect_stdout_empty
+  expect_stderr_empty
+  [ "$(latest_round ex)" = "$r" ] || fail "LATEST moved without south"
+  expect_exit 0 "$SHARE/site-round" site-south.conf
+  expect_exit 0 "$SHARE/aggregator-round" agg.conf
+  expect_stdout_empty
+  expect_stderr_empty
+  [ "$(latest_round ex)" = "$((r + 1))" ] || fail "LATEST is not round $((r + 1)) after aggregating round $r"
+  for s in north south; do
+    [ -s "ex/rounds/$r/updates/$s.age.minisig" ] || fail "no update of $s in round $r"
+    [ -s "ex/rounds/$r/metrics/$s.age.minisig" ] || fail "no metrics of $s in round $r"
+    [ -s "ex/rounds/$r/receipts/$s.json" ] || fail "no receipt of $s in round $r"
+  done
+done
+# The aggregator again: round 2 waits for both sites.
+expect_exit 75 "$SHARE/aggregator-round" agg.conf
+expect_stderr_empty
+
+"$PY" - <<'PYEOF'
+import json
+for r in (0, 1):
+    rep = json.load(open("ex/rounds/%d/report.json" % r))
+    assert sorted(a["site"] for a in rep["accepted"]) == ["north", "south"], rep["accepted"]
+    assert rep["rejected"] == [], rep["rejected"]
+    m = rep["metrics"]
+    assert [s["site"] for s in m["sites"]] == ["north", "south"] and m["missing"] == [] and m["rejected"] == [], m
+    assert m["federation"]["num_cases"] == sum(s["num_cases"] for s in m["sites"]) > 0, m["federation"]
+    assert all(a["train"] and len(a["train"]["epoch_loss"]) == 1 for a in rep["accepted"]), rep["accepted"]
+    for s in ("north", "south"):
+        rc = json.load(open("ex/rounds/%d/receipts/%s.json" % (r, s)))
+        assert rc["fedseg_receipt"] == 1 and rc["status"] == "done" and rc["exit_code"] == 0 and rc["round"] == r, rc
+        assert rc["site"] == s and rc["federation"] == "rt" and set(rc["timings"]) >= {"fetch", "verify", "eval", "train", "pack", "push"}, rc
+PYEOF
+# The aggregator's own receipts.
+[ -s agg/state/rt/receipts/round-1.json ] || fail "no aggregator receipt for round 1"
+grep -q '"status": "done"' agg/state/rt/receipts/round-1.json || fail "aggregator receipt: $(cat agg/state/rt/receipts/round-1.json)"
+
+# The cron lock: a second run while one holds it exits 75 at once, silently.
+exec 8>>work-north/site-round.lock
+flock -n 8 || fail "cannot take the site lock"
+expect_exit 75 "$SHARE/site-round" site-north.conf
+expect_stderr_empty
+exec 8>&-
+
+# A failing step: the receipt says where and why, pushed for the aggregator; exit code kept.
+site_conf north "$TMP/ex" "DATASET=$TMP/missing.h5"
+expect_exit 66 "$SHARE/site-round" site-north.conf
+expect_stderr_lines 1
+expect_stderr_has "step eval failed (exit 66"
+"$PY" -c '
+import json
+rc = json.load(open("ex/rounds/2/receipts/north.json"))
+assert rc["status"] == "failed" and rc["step"] == "eval" and rc["exit_code"] == 66 and rc["exit_class"] == "noinput", rc
+assert "missing.h5" in rc["message"], rc
+'
+# Configuration errors: an unknown key (78), a missing file (66), no argument (64).
+echo "COLOUR=blue" >>site-south.conf
+expect_exit 78 "$SHARE/site-round" site-south.conf
+expect_stderr_has "unknown setting COLOUR"
+expect_exit 66 "$SHARE/site-round" nosuch.conf
+expect_exit 64 "$SHARE/site-round"
+# The dispatcher runs the same scripts.
+expect_exit 75 fedseg aggregator-round agg.conf
