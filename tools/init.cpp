@@ -147,7 +147,7 @@ int run(const Options& o, const ToolContext& ctx) {
                    {"training", r.to_json()},
                    {"aggregation", agg_rule},
                    {"quorum", q.to_json()}});
-  } else {
+  } else if (!ctx.common().quiet) {
     std::cout << fed_path << "\n" << global << "\n" << fed::latest_path(o.out) << "\n";
   }
   log::info("federation " + o.federation + ": " + std::to_string(members.size()) + " sites, " + arch.name + " (" +

@@ -70,6 +70,7 @@ int run(const Options& o, const ToolContext& ctx) {
   crypto::MinisignSecretKey::save_text(o.out + "/minisign.key", sk.file_text(), false);
   write_file_atomic(o.out + "/age.pub", label + id.recipient().to_string() + "\n", false, 0644);
   sk.public_key().save(o.out + "/minisign.pub", false);
+  if (ctx.common().quiet && !ctx.json()) return kExitOk;  // -q: the files are the result
   if (!ctx.json()) std::cerr << "fedseg-keygen: wrote " << o.out << "/{age.key,minisign.key} (secret, 0600) and "
                              << "{age.pub,minisign.pub}\n";
   return report(ctx, o.out, o.site, id.recipient(), sk.public_key(), true);
