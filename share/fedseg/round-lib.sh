@@ -149,3 +149,12 @@ write_receipt() {
 }
 
 join_url() { printf '%s/%s' "${1%/}" "$2"; }
+# make_parent DEST: for a shared-folder destination, create the folders above it (a web
+# server or object store makes them itself).
+make_parent() {
+  case $1 in
+    http://*|https://*|s3://*) ;;
+    *) mkdir -p "$(dirname "$1")" 2>/dev/null ;;
+  esac
+  return 0
+}
