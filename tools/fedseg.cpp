@@ -30,10 +30,10 @@ const std::vector<std::pair<const char*, const char*>> kTools = {
     {"aggregate", "verify a round's packages and publish the next global model"},
     {"eval", "BraTS metrics of a model on a dataset, or of prediction files against labels"},
     {"predict", "segment NIfTI scans with a model, in each case's own grid"},
-    {"fetch", "copy a file from a folder, an HTTP(S) server or S3 to a local path"},
-    {"push", "copy a local file to a folder, an HTTP(S) server or S3, write-once"},
+    {"fetch", "copy a file from a shared folder, HTTP(S) server or S3 store to a local path, atomically"},
+    {"push", "copy a local file to a shared folder, HTTP(S) server or S3 store, write-once"},
     {"inspect", "show what a fedseg file is, its metadata, and whether it is intact"},
-    {"report", "one HTML page (or JSON) on a federation's rounds: Dice, participation, norms, loss"},
+    {"report", "write a round-by-round report of a federation: participation, Dice, update norms, training loss"},
     {"doctor", "check that this machine is ready for a site's first round"},
 };
 const std::vector<std::pair<const char*, const char*>> kScripts = {
