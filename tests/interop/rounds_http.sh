@@ -53,3 +53,10 @@ for r in (0, 1):
 PYEOF
 grep -q '"PUT /rounds/1/updates/south.age.minisig' "$NGX/logs/access.log" || fail "nginx saw no PUT of south's round-1 signature"
 grep -q '"GET /rounds/1/global.h5 ' "$NGX/logs/access.log" || fail "nginx saw no GET of the round-1 global model"
+# The server down: the site run exits 75 (try again later) after its retries, silently for
+# cron, and says so in its log.
+nginx_stop
+site_conf north "$BASE" "FETCH_OPTS=--retries 1 --retry-delay 0.05 --connect-timeout 2"
+expect_exit 75 "$SHARE/site-round" site-north.conf
+expect_stderr_empty
+grep -q "try again later (exit 75)" work-north/site-round.log || fail "the log does not say why: $(tail -3 work-north/site-round.log)"
