@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <strings.h>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
+#include <curl/curl.h>
 #include <torch/torch.h>
 
 #include "core/atomic_file.h"
@@ -173,6 +175,62 @@ void check_keys(const Options& o, Report& r) {
   else r.add("keys", "ok", o.identity + ": " + seen + " private (0600, yours)");
 }
 
+// The server's clock from the Date header of a HEAD request (RFC 9110 requires origin
+// servers with a clock to send it), with the same TLS and auth options as the transfers.
+// Returns false when there is no Date header or the request fails.
+bool server_time(const std::string& url, const transfer::Options& t, double& server, double& local) {
+  CURL* h = curl_easy_init();
+  if (!h) return false;
+  std::string date;
+  auto on_header = +[](char* b, size_t size, size_t n, void* ud) -> size_t {
+    std::string line(b, size * n);
+    if (line.size() > 5 && strncasecmp(line.c_str(), "date:", 5) == 0) {
+      std::string v = line.substr(5);
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n')) v.pop_back();
+      *static_cast<std::string*>(ud) = v;
+    }
+    return size * n;
+  };
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &date);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, t.connect_timeout);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  if (!t.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, t.ca_file.c_str());
+  if (!t.cert.empty()) curl_easy_setopt(h, CURLOPT_SSLCERT, t.cert.c_str());
+  if (!t.key.empty()) curl_easy_setopt(h, CURLOPT_SSLKEY, t.key.c_str());
+  if (!t.pin.empty()) curl_easy_setopt(h, CURLOPT_PINNEDPUBLICKEY, t.pin.c_str());
+  if (t.netrc) curl_easy_setopt(h, CURLOPT_NETRC, long(CURL_NETRC_OPTIONAL));
+  if (!t.netrc_file.empty()) {
+    curl_easy_setopt(h, CURLOPT_NETRC, long(CURL_NETRC_OPTIONAL));
+    curl_easy_setopt(h, CURLOPT_NETRC_FILE, t.netrc_file.c_str());
+  }
+  const auto t0 = std::chrono::system_clock::now();
+  const CURLcode rc = curl_easy_perform(h);
+  const auto t1 = std::chrono::system_clock::now();
+  curl_easy_cleanup(h);
+  if (rc != CURLE_OK || date.empty()) return false;
+  const time_t d = curl_getdate(date.c_str(), nullptr);
+  if (d < 0) return false;
+  // Date has a resolution of one second and is taken while the response is made: compare
+  // it with the middle of the request, rounded the same way.
+  const double mid = std::chrono::duration<double>((t0 + (t1 - t0) / 2).time_since_epoch()).count();
+  server = double(d) + 0.5;
+  local = mid;
+  return true;
+}
+
+void report_skew(Report& r, double skew, double max_skew, const std::string& what) {
+  char d[128];
+  std::snprintf(d, sizeof d, "%s clock is %+.1f s from this machine's", what.c_str(), skew);
+  if (std::abs(skew) > max_skew)
+    r.add("clock", "fail", std::string(d) + " (deadlines and signature times need < " + std::to_string(int(max_skew)) + " s; run NTP)");
+  else if (std::abs(skew) > 30) r.add("clock", "warn", d);
+  else r.add("clock", "ok", d);
+}
+
 // The exchange: LATEST readable and signed by the pinned aggregator key, a file can be
 // written (folders), and the clock agrees with the exchange's.
 void check_exchange(const Options& o, Report& r) {
@@ -214,7 +272,10 @@ void check_exchange(const Options& o, Report& r) {
   if (url) {
     r.add("exchange write", "skip",
           "not probed over " + o.exchange.substr(0, o.exchange.find(':')) + " (write-once names): the first push tells");
-    r.add("clock", "skip", "skew is checked against a folder exchange only");
+    double server = 0, local = 0;
+    if (o.exchange.rfind("s3://", 0) == 0) r.add("clock", "skip", "skew is checked against folder and HTTP(S) exchanges");
+    else if (server_time(base + "/LATEST", o.tr, server, local)) report_skew(r, server - local, o.max_skew, "the server's (HTTP Date)");
+    else r.add("clock", "warn", base + "/LATEST: the server sent no usable Date header; clock skew not checked");
     return;
   }
   // A probe file: writable, and its modification time (set by the file server) vs ours.
@@ -234,12 +295,7 @@ void check_exchange(const Options& o, Report& r) {
   r.add("exchange write", "ok", base + " is writable");
   const double ours = std::chrono::duration<double>(now.time_since_epoch()).count();
   const double theirs = double(st.st_mtim.tv_sec) + 1e-9 * double(st.st_mtim.tv_nsec);
-  const double skew = theirs - ours;
-  char d[96];
-  std::snprintf(d, sizeof d, "the exchange's clock is %+.1f s from this machine's", skew);
-  if (std::abs(skew) > o.max_skew) r.add("clock", "fail", std::string(d) + " (deadlines and signature times need < " + std::to_string(int(o.max_skew)) + " s; run NTP)");
-  else if (std::abs(skew) > 30) r.add("clock", "warn", d);
-  else r.add("clock", "ok", d);
+  report_skew(r, theirs - ours, o.max_skew, "the exchange's (file server)");
 }
 
 void check_dataset(const Options& o, Report& r) {
@@ -311,9 +367,10 @@ const ToolDef& doctor() {
           "(fail below 1 GiB, warn below 10 GiB). keys: ID_DIR/age.key and minisign.key exist, belong to this "
           "user and are not readable by group or others. exchange: LATEST and its signature can be fetched "
           "(folder, http(s):// or s3://, with the fetch options below) and verify with the pinned aggregator "
-          "key; for a folder exchange also that a file can be written there and that the file server's clock "
-          "(the probe file's modification time) is within --max-skew seconds of this machine's (deadlines and "
-          "signature times depend on it). dataset: the file from fedseg-prep opens, has the four BraTS "
+          "key; for a folder exchange also that a file can be written there. clock: the exchange's clock is within "
+          "--max-skew seconds of this machine's (deadlines and signature times depend on it): a folder's from the "
+          "modification time of a probe file the file server stamps, an HTTP(S) server's from the Date header of a "
+          "HEAD request (one-second resolution; warn above 30 s). dataset: the file from fedseg-prep opens, has the four BraTS "
           "channels and the three regions, a training and a val split.\n\n"
           "CONFIG is the site-round configuration file (KEY=VALUE lines: EXCHANGE, SITE, IDENTITY, "
           "AGGREGATOR_PUB, DATASET, WORK, DEVICE; other keys are ignored); options on the command line win.",

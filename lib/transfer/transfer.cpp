@@ -12,10 +12,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -71,6 +73,82 @@ struct CurlGlobal {
   CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
 };
 void curl_once() { static CurlGlobal g; }
+
+// ---------------------------------------------------------------- write-behind
+
+// Starts the write-back of a download's part file while it grows, so that the fsync
+// before the rename has little left to do: each completed kChunk range is handed to
+// sync_file_range(SYNC_FILE_RANGE_WRITE) in a thread of its own, because that call can
+// block while the kernel queues the I/O and the download must not wait for the disk.
+// Only a head start: durability still comes from the fsync of the file (and of the
+// folder after the rename); errors here are left for that fsync to report.
+class WriteBehind {
+ public:
+  static constexpr uint64_t kChunk = 8u << 20;
+  explicit WriteBehind(int fd) : fd_(fd) {}
+  ~WriteBehind() { stop(); }
+  WriteBehind(const WriteBehind&) = delete;
+  WriteBehind& operator=(const WriteBehind&) = delete;
+
+  // len bytes were written at off.
+  void wrote(uint64_t off, uint64_t len) {
+    std::lock_guard<std::mutex> g(m_);
+    if (stopped_) return;
+    if (off != hi_) {  // not where the last write ended (a new response, a restart)
+      if (hi_ > lo_) queue_.emplace_back(lo_, hi_ - lo_);
+      lo_ = off;
+    }
+    hi_ = off + len;
+    if (hi_ - lo_ >= kChunk) {
+      queue_.emplace_back(lo_, hi_ - lo_);
+      lo_ = hi_;
+    }
+    if (queue_.empty()) return;
+    if (!thread_.joinable()) {
+      try {
+        thread_ = std::thread([this] { run(); });
+      } catch (...) {  // no thread (limits): no head start; the fsync does it all
+        queue_.clear();
+        stopped_ = true;
+        return;
+      }
+    }
+    cv_.notify_one();
+  }
+
+  // Waits for the thread; what is still queued is left to the fsync.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      stopped_ = true;
+      queue_.clear();
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lk(m_);
+    for (;;) {
+      cv_.wait(lk, [this] { return stopped_ || !queue_.empty(); });
+      if (stopped_) return;
+      auto [off, len] = queue_.front();
+      queue_.erase(queue_.begin());
+      lk.unlock();
+      ::sync_file_range(fd_, static_cast<off_t>(off), static_cast<off_t>(len), SYNC_FILE_RANGE_WRITE);
+      lk.lock();
+    }
+  }
+
+  int fd_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<std::pair<uint64_t, uint64_t>> queue_;
+  uint64_t lo_ = 0, hi_ = 0;
+  bool stopped_ = false;
+  std::thread thread_;
+};
 
 // ---------------------------------------------------------------- HTTP requests
 
@@ -161,6 +239,9 @@ class Http {
     for (const auto& x : rq.headers) hdrs = curl_slist_append(hdrs, x.c_str());
     std::string userpwd;
     if (loc_.scheme == Scheme::s3) {
+      // An S3 key is a name, not a path: "a/../b" and "a/./b" are keys of their own,
+      // so libcurl must send (and sign) the path without collapsing dot segments.
+      curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
       sigv4_ = "aws:amz:" + loc_.region + ":s3";
       curl_easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4_.c_str());
       userpwd = s3_.access_key + ":" + s3_.secret_key;
@@ -205,6 +286,7 @@ class Http {
   }
 
   Sha256* body_hash = nullptr;  // for Request::sink_hash
+  WriteBehind* write_behind = nullptr;  // told about each write to Request::sink_fd
   // Called once the headers of a 200/206 to a download are in, before its body.
   std::function<void(const Response&)> on_body_start;
 
@@ -217,7 +299,7 @@ class Http {
     bool ok_body = false;
     bool write_error = false;
     int write_errno = 0;
-    uint64_t since_sync = 0;
+    uint64_t pos = 0;  // where the next body byte goes in the sink file
 
     static size_t on_header(char* data, size_t size, size_t n, void* p) {
       auto* s = static_cast<State*>(p);
@@ -243,6 +325,7 @@ class Http {
             s->http->restarted_ = true;
           }
           if (::lseek(s->rq->sink_fd, static_cast<off_t>(at), SEEK_SET) < 0) return fail(s, errno);
+          s->pos = at;
           s->http->progress_base = at;
           if (s->http->on_body_start) s->http->on_body_start(*s->rs);
         }
@@ -265,12 +348,8 @@ class Http {
           q += w;
           left -= static_cast<size_t>(w);
         }
-        // Start write-back as we go so that the final fsync has little left to do.
-        s->since_sync += len;
-        if (s->since_sync >= (64u << 20)) {
-          ::sync_file_range(s->rq->sink_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-          s->since_sync = 0;
-        }
+        if (s->http->write_behind) s->http->write_behind->wrote(s->pos, len);
+        s->pos += len;
       }
       s->rs->body_bytes += len;
       return len;
@@ -618,6 +697,9 @@ void fetch_http_impl(const Location& src, const std::string& dest, const Options
   if (::flock(part.fd, LOCK_EX | LOCK_NB) != 0)
     throw Error(kExitTempFail, "another fetch is writing", part.path, "retry later");
 
+  WriteBehind write_behind(part.fd);
+  http.write_behind = &write_behind;
+
   uint64_t have = file_size_of(part.fd, part.path);
   std::string validator;
   if (have > 0) {
@@ -692,6 +774,7 @@ void fetch_http_impl(const Location& src, const std::string& dest, const Options
   }
   bar.reset();
   r.size = *total;
+  write_behind.stop();
   if (::fsync(part.fd) != 0) throw_errno(kExitIoErr, "cannot sync", part.path, errno);
   if (!o.expect_sha256.empty()) {
     r.sha256 = sha256_fd(part.fd, part.path);

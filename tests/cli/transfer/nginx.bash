@@ -104,7 +104,10 @@ nginx_stop() {
   [ -n "$NGINX_PID" ] || return 0
   local sig=${1:-TERM}
   if [ "$sig" = KILL ]; then
-    pkill -KILL -P "$NGINX_PID" 2>/dev/null || true  # the worker, a child of our master only
+    # Stop the master first so that it cannot start a new worker between the two kills
+    # (a worker left behind holds ctest's output pipe open); then kill its workers and it.
+    kill -STOP "$NGINX_PID" 2>/dev/null || true
+    pkill -KILL -P "$NGINX_PID" 2>/dev/null || true  # the workers, children of our master only
   fi
   kill "-$sig" "$NGINX_PID" 2>/dev/null || true
   wait "$NGINX_PID" 2>/dev/null || true
