@@ -1,10 +1,7 @@
 // fedseg-fetch: one file from a shared folder, an HTTP(S) server or an S3-compatible
 // store to a local path, atomically, retried and resumed (DESIGN.md §2, §5).
-#include <iostream>
 
 #include "core/error.h"
-#include "core/log.h"
-#include "core/progress.h"
 #include "core/tool.h"
 #include "transfer/transfer.h"
 
@@ -16,23 +13,7 @@ struct Options {
   transfer::Options t;
 };
 
-int run(Options o, const ToolContext& ctx) {
-  o.t.force = ctx.force();
-  o.t.progress = Progress::enabled();
-  o.t.progress_label = "fetch " + o.src;
-  transfer::Result r;
-  try {
-    transfer::fetch(o.src, o.dest, o.t, r);
-  } catch (const Error&) {
-    if (ctx.json()) ctx.emit_json(r.to_json());
-    throw;
-  }
-  if (ctx.json()) ctx.emit_json(r.to_json());
-  log::debug(r.action + " " + r.source + " -> " + r.destination + ": " + std::to_string(r.bytes) + " bytes in " +
-             std::to_string(r.seconds) + " s, " + std::to_string(r.retries) + " retries" +
-             (r.resumed_from ? ", resumed from byte " + std::to_string(r.resumed_from) : ""));
-  return kExitOk;
-}
+int run(Options o, const ToolContext& ctx) { return transfer::run_tool(false, o.src, o.dest, o.t, ctx); }
 
 }  // namespace
 

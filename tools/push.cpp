@@ -1,10 +1,7 @@
 // fedseg-push: one local file to a shared folder, an HTTP(S) server (WebDAV PUT) or an
 // S3-compatible store, write-once and retried (DESIGN.md §2, §5).
-#include <iostream>
 
 #include "core/error.h"
-#include "core/log.h"
-#include "core/progress.h"
 #include "core/tool.h"
 #include "transfer/transfer.h"
 
@@ -16,23 +13,7 @@ struct Options {
   transfer::Options t;
 };
 
-int run(Options o, const ToolContext& ctx) {
-  o.t.force = ctx.force();
-  o.t.progress = Progress::enabled();
-  o.t.progress_label = "push " + o.src;
-  transfer::Result r;
-  try {
-    transfer::push(o.src, o.dest, o.t, r);
-  } catch (const Error&) {
-    if (ctx.json()) ctx.emit_json(r.to_json());
-    throw;
-  }
-  if (ctx.json()) ctx.emit_json(r.to_json());
-  log::debug(r.action + " " + r.source + " -> " + r.destination + ": " + std::to_string(r.bytes) + " bytes in " +
-             std::to_string(r.seconds) + " s, " + std::to_string(r.retries) + " retries" +
-             (r.compared.empty() ? "" : ", compared by " + r.compared));
-  return kExitOk;
-}
+int run(Options o, const ToolContext& ctx) { return transfer::run_tool(true, o.src, o.dest, o.t, ctx); }
 
 }  // namespace
 

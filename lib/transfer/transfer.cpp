@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/sha256.h"
+#include "core/tool.h"
 
 namespace fedseg::transfer {
 namespace {
@@ -569,6 +570,9 @@ void copy_local(const std::string& src, const std::string& dest, const Options& 
   auto t0 = Clock::now();
   Fd in(open_source(src));
   r.size = file_size_of(in.fd, src);
+  // Temp files of copies to this name killed outright (a rerun after a crash) go first,
+  // also when there is nothing left to copy.
+  AtomicFile::remove_stale(dest);
   if (path_exists(dest) && !o.force) {
     if (same_file_content(src, dest)) {
       r.action = "unchanged";
@@ -1202,6 +1206,26 @@ void add_options(CLI::App& app, Options& o) {
       ->group(g)->type_name("FILE");
   app.add_option("--s3-profile", o.s3.profile, "profile in the credentials file (default: $AWS_PROFILE, default)")
       ->group(g)->type_name("NAME");
+}
+
+int run_tool(bool push, const std::string& src, const std::string& dest, Options o, const ToolContext& ctx) {
+  o.force = ctx.force();
+  o.progress = Progress::enabled();
+  o.progress_label = std::string(push ? "push " : "fetch ") + src;
+  Result r;
+  try {
+    if (push) transfer::push(src, dest, o, r);
+    else transfer::fetch(src, dest, o, r);
+  } catch (const Error&) {
+    if (ctx.json()) ctx.emit_json(r.to_json());
+    throw;
+  }
+  if (ctx.json()) ctx.emit_json(r.to_json());
+  log::debug(r.action + " " + r.source + " -> " + r.destination + ": " + std::to_string(r.bytes) + " bytes in " +
+             std::to_string(r.seconds) + " s, " + std::to_string(r.retries) + " retries" +
+             (r.resumed_from ? ", resumed from byte " + std::to_string(r.resumed_from) : "") +
+             (r.compared.empty() ? "" : ", compared by " + r.compared));
+  return kExitOk;
 }
 
 }  // namespace fedseg::transfer

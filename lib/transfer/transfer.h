@@ -23,6 +23,9 @@
 namespace CLI {
 class App;
 }
+namespace fedseg {
+class ToolContext;
+}
 
 namespace fedseg::transfer {
 
@@ -114,6 +117,11 @@ void push(const std::string& src, const std::string& dest, const Options& o, Res
 // For tools that take an input that may be a URL: a path is returned as is; a URL is
 // fetched into dir (created if needed) under its base name and that path is returned.
 std::string fetch_input(const std::string& input, const std::string& dir, const Options& o);
+
+// The body of fedseg-fetch (push = false) and fedseg-push: the transfer with the common
+// options applied (--force, progress on a terminal), its --json document (also when it
+// fails) and the -v summary line. Throws Error with the documented exit code.
+int run_tool(bool push, const std::string& src, const std::string& dest, Options o, const ToolContext& ctx);
 
 // Adds the transfer options (retries, timeouts, TLS, auth, S3) to a tool's CLI.
 void add_options(CLI::App& app, Options& o);
