@@ -1123,7 +1123,7 @@ int classify(int curl_code, long status, bool for_fetch, bool& retryable) {
   }
   if (status >= 200 && status < 300) return kExitOk;
   if (status == 408 || status == 429 || status >= 500) {
-    if (status == 501 || status == 505) return kExitUnavailable;  // not implemented: retrying will not help
+    if (status == 501 || status == 505) return kExitUnavailable;  // HTTP 501/505: the server cannot do this request; retrying will not help
     retryable = true;
     return kExitTempFail;
   }
