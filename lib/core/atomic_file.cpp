@@ -105,12 +105,12 @@ void install_cleanup_handlers() {
 std::string AtomicFile::temp_prefix(const std::string& final_path) {
   std::string dir = dirname_of(final_path);
   return (dir == "." && final_path.find('/') == std::string::npos ? std::string() : dir + "/") + "." +
-         basename_of(final_path) + ".fedseg-tmp-";
+         basename_of(final_path) + ".fedseg-tmp-" + host_tag() + "-";
 }
 
 int AtomicFile::remove_stale(const std::string& final_path) {
   std::string dir = dirname_of(final_path);
-  std::string prefix = "." + basename_of(final_path) + ".fedseg-tmp-" + host_tag() + "-";
+  std::string prefix = basename_of(temp_prefix(final_path));
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
   int removed = 0;

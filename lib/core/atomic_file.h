@@ -36,8 +36,8 @@ class AtomicFile {
   // Removes the temp file now (also done by the destructor when not committed).
   void discard();
 
-  // The temp-file prefix used for final_path ("dir/.name.fedseg-tmp-"), so that
-  // tests and tools can recognise leftovers.
+  // The temp-file prefix of this host for final_path ("dir/.name.fedseg-tmp-HOST-"),
+  // followed by the writer's pid, so that remove_stale() can tell dead writers' leftovers.
   static std::string temp_prefix(const std::string& final_path);
 
   // Removes temp files for final_path left by dead processes of this host.

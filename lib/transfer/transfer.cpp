@@ -615,7 +615,7 @@ void copy_local(const std::string& src, const std::string& dest, const Options& 
     if (r.bytes != r.size) throw Error(kExitIoErr, "source changed while it was copied", src);
     if (::fsync(ofd) != 0) throw_errno(kExitIoErr, "cannot sync", dest, errno);
     // Hand the synced temp file to publish(): it renames without replacing.
-    tmp = AtomicFile::temp_prefix(dest) + "copy-" + std::to_string(::getpid());
+    tmp = AtomicFile::temp_prefix(dest) + std::to_string(::getpid()) + "-copy";
     if (::rename(out.temp_path().c_str(), tmp.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename", tmp, errno);
     out.discard();
   }

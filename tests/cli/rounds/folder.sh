@@ -55,6 +55,21 @@ PYEOF
 [ -s agg/state/rt/receipts/round-1.json ] || fail "no aggregator receipt for round 1"
 grep -q '"status": "done"' agg/state/rt/receipts/round-1.json || fail "aggregator receipt: $(cat agg/state/rt/receipts/round-1.json)"
 
+# A site killed while pushing round 1's metrics signature, after which the aggregator closed
+# round 1 without them: the next run (round 2) pushes them late and the copy's temp file,
+# left by a dead process, goes.
+rm ex/rounds/1/metrics/south.age.minisig work-south/rounds/1/done
+deadpid=$(sh -c 'echo $$')
+stale="ex/rounds/1/metrics/.south.age.minisig.fedseg-tmp-$(uname -n | sed 's/[^A-Za-z0-9-]/_/g')-$deadpid-0badf00d"
+printf 'half a sig' >"$stale"
+expect_exit 0 "$SHARE/site-round" site-south.conf
+expect_stderr_empty
+[ ! -e "$stale" ] || fail "the dead copy's temp file is still in the exchange"
+cmp -s ex/rounds/1/metrics/south.age.minisig work-south/rounds/1/metrics.age.minisig || fail "round 1 metrics signature not pushed late"
+[ -e work-south/rounds/1/done ] || fail "round 1 not marked done after the late push"
+grep -q "round 1: its packages pushed late" work-south/site-round.log || fail "no log line for the late push"
+[ -s ex/rounds/2/updates/south.age.minisig ] || fail "south did not do round 2"
+
 # The cron lock: a second run while one holds it exits 75 at once, silently.
 exec 8>>work-north/site-round.lock
 flock -n 8 || fail "cannot take the site lock"
