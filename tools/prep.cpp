@@ -152,6 +152,23 @@ int run(const Options& o, const ToolContext& ctx) {
       to_process.push_back(i);
     }
   }
+  // A small cohort can hash wholly into one split (4 cases at 0.2: 41 %), and a site
+  // without val cases cannot report metrics, one without train cases cannot train. Then the
+  // usable case nearest the boundary moves over; the others keep their hash split.
+  {
+    std::vector<size_t> usable;
+    for (size_t i = 0; i < cases.size(); ++i)
+      if (cases[i].problem.empty() && hash_errors[i].empty()) usable.push_back(i);
+    auto count = [&](const char* s) {
+      return std::count_if(usable.begin(), usable.end(), [&](size_t i) { return results[i].split == s; });
+    };
+    auto frac = [&](size_t i) { return prep::split_fraction(cases[i].id); };
+    auto by_frac = [&](size_t a, size_t b) { return frac(a) < frac(b); };
+    if (usable.size() >= 2 && o.val_fraction > 0 && count("val") == 0)
+      results[*std::min_element(usable.begin(), usable.end(), by_frac)].split = "val";
+    if (usable.size() >= 2 && o.val_fraction < 1 && count("train") == 0)
+      results[*std::max_element(usable.begin(), usable.end(), by_frac)].split = "train";
+  }
   const bool removed = std::any_of(old_ids.begin(), old_ids.end(), [&](const std::string& id) {
     return std::none_of(cases.begin(), cases.end(), [&](const auto& c) { return c.id == id; });
   });
@@ -376,7 +393,7 @@ const ToolDef& prep() {
           "optionally after clipping to percentiles. Labels are stored region-coded: bit 0 ET, bit 1 TC, bit 2 WT. "
           "The case's group /cases/<ID> records the input files and their SHA-256, the original shape, affine and "
           "orientation, the matrix from stored voxels to original voxels (to_original), the crop box, spacing, "
-          "normalisation statistics, split (train/val, from a hash of the ID) and a sanity report.\n\n"
+          "normalisation statistics, split (train/val, from a hash of the ID, so that a case keeps its split when cases are added; with two or more usable cases each split gets at least one, the case nearest the boundary moving over) and a sanity report.\n\n"
           "Rerunning with the same options updates the dataset incrementally: cases whose inputs have the same "
           "SHA-256 are copied, new or changed ones processed; when nothing changed, nothing is written and the exit "
           "status is 0. Other options need --force. A bad case is reported on one line and skipped while the "

@@ -94,5 +94,7 @@ void copy_image_box(const Case& c, const std::array<uint64_t, 4>& start, const s
 // Deterministic split: "val" when the first 8 bytes of sha256(id), as a fraction of
 // 2^64, fall below val_fraction.
 std::string split_for(const std::string& id, double val_fraction);
+// That fraction, in [0, 1).
+double split_fraction(const std::string& id);
 
 }  // namespace fedseg::prep

@@ -728,13 +728,16 @@ Scheme scheme_from_name(const std::string& name) {
 const char* scheme_name(Scheme s) { return s == Scheme::brats2021 ? "brats2021" : "brats2023"; }
 
 std::string split_for(const std::string& id, double val_fraction) {
+  return split_fraction(id) < val_fraction ? "val" : "train";
+}
+
+double split_fraction(const std::string& id) {
   Sha256 h;
   h.update(id.data(), id.size());
   const std::string d = h.digest();
   uint64_t v = 0;
   for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(d[static_cast<size_t>(i)]);
-  double frac = static_cast<double>(v) / 18446744073709551616.0;
-  return frac < val_fraction ? "val" : "train";
+  return static_cast<double>(v) / 18446744073709551616.0;
 }
 
 Case process_case(const CaseFiles& files, const std::vector<std::string>& sha256, const Options& opts) {
