@@ -12,7 +12,8 @@
 #
 #   scripts/demo.sh [BUILD_DIR] [OUT_DIR]
 #   environment: DEMO_ROUNDS (4), DEMO_CASES per site (8), DEMO_SHAPE (64,64,48),
-#                DEMO_EPOCHS per round (2), DEMO_THREADS (all cores)
+#                DEMO_EPOCHS per round (2), DEMO_THREADS (all cores), DEMO_RULE (fedavg)
+#                and DEMO_RULE_PARAMS ("KEY=VALUE ...", e.g. "server_lr=1 momentum=0.9")
 set -euo pipefail
 build=${1:-build}
 out=${2:-demo}
@@ -21,6 +22,8 @@ CASES=${DEMO_CASES:-8}
 SHAPE=${DEMO_SHAPE:-64,64,48}
 EPOCHS=${DEMO_EPOCHS:-2}
 THREADS=${DEMO_THREADS:-0}
+RULE=${DEMO_RULE:-fedavg}
+read -r -a RULE_PARAMS <<<"${DEMO_RULE_PARAMS:-}"
 bin=$(cd "$build/bin" && pwd)
 share=$(cd "$(dirname "$0")/../share/fedseg" && pwd)
 export PATH="$bin:$PATH"
@@ -62,11 +65,13 @@ mkdir -p aggregator/pub && cp aggregator/id/age.pub aggregator/id/minisign.pub a
 for s in "${sites[@]}"; do fedseg-keygen -q -o "$s/id" --site "$s"; done
 fedseg-keygen --fingerprint aggregator/id 2>/dev/null || true
 
-step "aggregator: the federation (small model, FedAvg, $EPOCHS epochs per round), round 0 published"
+step "aggregator: the federation (small model, $RULE${DEMO_RULE_PARAMS:+ $DEMO_RULE_PARAMS}, $EPOCHS epochs per round), round 0 published"
 recipe=(--preset small --patch 32 --epochs "$EPOCHS" --patches-per-case 4 --lr 3e-3 --seed 1)
 pubs=()
 for s in "${sites[@]}"; do pubs+=(--site "$s=$s/id"); done
-fedseg-init --federation demo --key aggregator/id "${pubs[@]}" "${recipe[@]}" -o exchange -q
+rule=(--rule "$RULE")
+for p in "${RULE_PARAMS[@]}"; do rule+=(--rule-param "$p"); done
+fedseg-init --federation demo --key aggregator/id "${pubs[@]}" "${recipe[@]}" "${rule[@]}" -o exchange -q
 for s in "${sites[@]}"; do
   cat >"$s/site.conf" <<EOF
 # site-round configuration of $s (share/fedseg/examples/site.conf explains each line)
