@@ -147,6 +147,14 @@ struct Reader {
   }
 };
 
+// At most max_bytes of s, cut at a UTF-8 character boundary (s is valid UTF-8: parsed JSON).
+std::string utf8_prefix(const std::string& s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  size_t n = max_bytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
 // A site's receipt for a round (unsigned: a hint only, docs/formats.md "Round receipts").
 json read_receipt(const std::string& exchange, int64_t round, const std::string& site, const std::string& fed) {
   const std::string p = fed::round_dir(exchange, round) + "/receipts/" + site + ".json";
@@ -166,7 +174,7 @@ json read_receipt(const std::string& exchange, int64_t round, const std::string&
   json r{{"file", "rounds/" + std::to_string(round) + "/receipts/" + site + ".json"}, {"signed", false}};
   for (const char* k : {"status", "step", "exit_code", "exit_class", "message", "finished"}) {
     const json& v = member(j, k);
-    if (v.is_string()) r[k] = v.get<std::string>().substr(0, 300);
+    if (v.is_string()) r[k] = utf8_prefix(v.get<std::string>(), 300);
     else if (v.is_number_integer()) r[k] = v;
     else r[k] = nullptr;
   }
@@ -290,7 +298,14 @@ Series site_series(size_t k, const std::string& name, size_t n) {
 
 // Ticks at 1, 2 or 5 times a power of ten covering [lo, hi].
 std::vector<double> nice_ticks(double& lo, double& hi, int want = 5) {
-  if (!(hi > lo)) {
+  if (!std::isfinite(lo) || !std::isfinite(hi)) {
+    lo = 0;
+    hi = 1;
+  }
+  // A range of a few ulps (0.1 against 0.10000000000000002) is one value: a step that
+  // small would not move v below.
+  if (!(hi - lo > 1e-9 * std::max(std::fabs(lo), std::fabs(hi)))) {
+    hi = lo = std::max(lo, hi);
     const double pad = lo == 0 ? 1 : std::fabs(lo) * 0.1;
     lo -= pad;
     hi += pad;
@@ -306,7 +321,11 @@ std::vector<double> nice_ticks(double& lo, double& hi, int want = 5) {
   lo = std::floor(lo / step + 1e-9) * step;
   hi = std::ceil(hi / step - 1e-9) * step;
   std::vector<double> t;
-  for (double v = lo; v <= hi + step * 1e-6; v += step) t.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
+  for (int i = 0; i <= 4 * want; ++i) {
+    const double v = lo + i * step;
+    if (v > hi + step * 1e-6) break;
+    t.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
+  }
   return t;
 }
 

@@ -190,9 +190,19 @@ void AtomicFile::commit() {
     if (::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_NOREPLACE) != 0) {
       if (errno == EEXIST) throw Error(kExitCantCreate, "output exists", final_, "another writer created it meanwhile");
       if (errno != EINVAL && errno != ENOSYS) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
-      // Filesystem without RENAME_NOREPLACE: check, then plain rename.
-      if (path_exists(final_)) throw Error(kExitCantCreate, "output exists", final_, "use --force to replace it");
-      if (::rename(temp_.c_str(), final_.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
+      // Filesystem without RENAME_NOREPLACE (some NFS and SMB mounts): link() fails
+      // atomically with EEXIST, then the temp name goes.
+      // Without hard links either (FAT): check, then plain rename.
+      if (::link(temp_.c_str(), final_.c_str()) == 0) {
+        ::unlink(temp_.c_str());
+      } else if (errno == EEXIST) {
+        throw Error(kExitCantCreate, "output exists", final_, "another writer created it meanwhile");
+      } else if (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS) {
+        if (path_exists(final_)) throw Error(kExitCantCreate, "output exists", final_, "use --force to replace it");
+        if (::rename(temp_.c_str(), final_.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
+      } else {
+        throw_errno(kExitIoErr, "cannot link into place", final_, errno);
+      }
     }
   } else if (::rename(temp_.c_str(), final_.c_str()) != 0) {
     throw_errno(kExitIoErr, "cannot rename into place", final_, errno);

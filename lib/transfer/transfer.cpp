@@ -161,6 +161,7 @@ struct Response {
   std::string error_body;                        // first bytes of a non-2xx body
   uint64_t body_bytes = 0;                       // 2xx body bytes written to the sink
   uint64_t sent_bytes = 0;
+  std::string protocol_error;  // set when a 206 is not the range asked for (transfer stopped)
   std::string header(const std::string& name) const {
     auto it = headers.find(name);
     return it == headers.end() ? std::string() : it->second;
@@ -178,12 +179,11 @@ struct Request {
   uint64_t source_size = 0;
 };
 
+std::optional<uint64_t> content_range_start(const std::string& cr);
+
 class Http {
  public:
   Http(const Options& o, const Location& loc) : o_(o), loc_(loc) {
-    curl_once();
-    h_ = curl_easy_init();
-    if (!h_) throw Error(kExitSoftware, "cannot initialise libcurl");
     if (o.https_only && loc.url.rfind("https://", 0) != 0)
       throw Error(kExitUnavailable, "refusing a plain HTTP URL", loc.given, "--https-only is set");
     if (!o.token_file.empty()) {
@@ -196,6 +196,9 @@ class Http {
       s3_ = o.s3;
       resolve_s3(s3_);
     }
+    curl_once();
+    h_ = curl_easy_init();
+    if (!h_) throw Error(kExitSoftware, "cannot initialise libcurl");
   }
   ~Http() {
     if (h_) curl_easy_cleanup(h_);
@@ -236,6 +239,8 @@ class Http {
     } else if (o_.netrc) {
       curl_easy_setopt(h, CURLOPT_NETRC, static_cast<long>(CURL_NETRC_OPTIONAL));
     }
+    if (rq.method == "PUT" && ::lseek(rq.source_fd, 0, SEEK_SET) < 0)
+      throw_errno(kExitIoErr, "cannot read", loc_.given, errno);
     struct curl_slist* hdrs = nullptr;
     for (const auto& x : rq.headers) hdrs = curl_slist_append(hdrs, x.c_str());
     std::string userpwd;
@@ -262,7 +267,6 @@ class Http {
       curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(rq.source_size));
       curl_easy_setopt(h, CURLOPT_READFUNCTION, &State::on_read);
       curl_easy_setopt(h, CURLOPT_READDATA, &st);
-      if (::lseek(rq.source_fd, 0, SEEK_SET) < 0) throw_errno(kExitIoErr, "cannot read", loc_.given, errno);
     } else if (rq.range_from > 0) {
       std::string r = std::to_string(rq.range_from) + "-";
       curl_easy_setopt(h, CURLOPT_RANGE, r.c_str());
@@ -279,9 +283,26 @@ class Http {
     curl_slist_free_all(hdrs);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rs.status);
     rs.curl_error = errbuf[0] ? errbuf : curl_easy_strerror(rs.code);
+    if (rs.code == CURLE_SSL_CONNECT_ERROR) {
+      // A handshake cut off by the network (reset, EOF: a restarting or overloaded server)
+      // is not a TLS verdict: retried like any dropped connection.
+      long os_errno = 0;
+      curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+      const std::string& m = rs.curl_error;
+      if (os_errno == ECONNRESET || os_errno == EPIPE || os_errno == ECONNABORTED ||
+          m.find("reset by peer") != std::string::npos || m.find("SSL_ERROR_SYSCALL") != std::string::npos ||
+          m.find("unexpected eof") != std::string::npos)
+        rs.code = CURLE_RECV_ERROR;
+    }
     if (st.write_error) {
       rs.code = CURLE_WRITE_ERROR;
       rs.curl_error = std::string("cannot write the part file: ") + std::strerror(st.write_errno);
+    } else if (st.read_error) {
+      rs.code = CURLE_READ_ERROR;
+      rs.curl_error = std::string("cannot read the source: ") + std::strerror(st.read_errno);
+    } else if (!rs.protocol_error.empty()) {
+      rs.code = CURLE_WEIRD_SERVER_REPLY;
+      rs.curl_error = rs.protocol_error;
     }
     return rs;
   }
@@ -300,6 +321,8 @@ class Http {
     bool ok_body = false;
     bool write_error = false;
     int write_errno = 0;
+    bool read_error = false;
+    int read_errno = 0;
     uint64_t pos = 0;  // where the next body byte goes in the sink file
 
     static size_t on_header(char* data, size_t size, size_t n, void* p) {
@@ -321,6 +344,15 @@ class Http {
         if (s->ok_body && s->rq->sink_fd >= 0) {
           // A 200 to a range request is the whole file again: start over.
           uint64_t at = status == 206 ? s->rq->range_from : 0;
+          if (status == 206) {
+            const std::string cr = s->rs->header("content-range");
+            auto start = content_range_start(cr);
+            if (!start || *start != s->rq->range_from) {
+              s->rs->protocol_error = "asked for the bytes from " + std::to_string(s->rq->range_from) +
+                                      ", the server sent Content-Range '" + cr.substr(0, 80) + "'";
+              return 0;  // stop before writing anything
+            }
+          }
           if (status == 200 && s->rq->range_from > 0) {
             if (::ftruncate(s->rq->sink_fd, 0) != 0) return fail(s, errno);
             s->http->restarted_ = true;
@@ -365,7 +397,11 @@ class Http {
       for (;;) {
         ssize_t r = ::read(s->rq->source_fd, buf, size * n);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return CURL_READFUNC_ABORT;
+        if (r < 0) {
+          s->read_error = true;
+          s->read_errno = errno;
+          return CURL_READFUNC_ABORT;
+        }
         s->rs->sent_bytes += static_cast<uint64_t>(r);
         return static_cast<size_t>(r);
       }
@@ -412,6 +448,7 @@ std::string body_snippet(const std::string& body) {
 Error request_error(const Location& loc, const Response& rs, bool for_fetch, int retries) {
   bool retryable = false;
   int code = classify(rs.code, rs.code == CURLE_OK ? rs.status : 0, for_fetch, retryable);
+  if (code == kExitOk) code = kExitProtocol;  // a 2xx this transfer cannot use (204 to a GET, 202 to a PUT)
   std::string why;
   if (rs.code != CURLE_OK)
     why = rs.curl_error;
@@ -458,6 +495,16 @@ Response with_retries(Http& http, const Options& o, const Location& loc, bool fo
 uint64_t parse_u64(const std::string& s, uint64_t fallback) {
   if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return fallback;
   return std::strtoull(s.c_str(), nullptr, 10);
+}
+
+// "bytes A-B/N": A, or nothing when the header is not of that form.
+std::optional<uint64_t> content_range_start(const std::string& cr) {
+  if (cr.rfind("bytes ", 0) != 0) return std::nullopt;
+  size_t i = 6, n = 0;
+  uint64_t v = 0;
+  while (i < cr.size() && cr[i] >= '0' && cr[i] <= '9' && n < 20) v = v * 10 + uint64_t(cr[i++] - '0'), ++n;
+  if (n == 0 || n == 20 || i >= cr.size() || cr[i] != '-') return std::nullopt;
+  return v;
 }
 
 // Total size from "Content-Range: bytes a-b/N" or "bytes */N".
@@ -553,6 +600,14 @@ std::string publish(const std::string& tmp, const std::string& dest, bool force,
       return "";
     }
     e = errno;
+    if (e == EPERM || e == EOPNOTSUPP || e == ENOSYS) {  // no hard links either (FAT): check, then rename
+      if (!path_exists(dest)) {
+        if (::rename(tmp.c_str(), dest.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", dest, errno);
+        fsync_dir_of(dest);
+        return "";
+      }
+      e = EEXIST;
+    }
   }
   if (e != EEXIST) throw_errno(kExitIoErr, "cannot rename into place", dest, e);
   if (same_file_content(tmp, dest)) {
@@ -638,6 +693,7 @@ void copy_local(const std::string& src, const std::string& dest, const Options& 
 struct PartFile {
   std::string path, meta;
   int fd = -1;
+  bool locked = false;  // only the holder of the lock may remove the part file
   explicit PartFile(const std::string& dest) {
     std::string dir = dirname_of(dest);
     std::string base = basename_of(dest);
@@ -700,6 +756,7 @@ void fetch_http_impl(const Location& src, const std::string& dest, const Options
   // One fetch per part file: an overlapping cron run gets 75.
   if (::flock(part.fd, LOCK_EX | LOCK_NB) != 0)
     throw Error(kExitTempFail, "another fetch is writing", part.path, "retry later");
+  part.locked = true;
 
   WriteBehind write_behind(part.fd);
   http.write_behind = &write_behind;
@@ -708,10 +765,11 @@ void fetch_http_impl(const Location& src, const std::string& dest, const Options
   std::string validator;
   if (have > 0) {
     nlohmann::json m = read_meta(part.meta);
-    if (m.is_object() && m.value("url", "") == src.url) {
+    if (m.is_object() && m.value("url", "") == src.url && !m.value("validator", "").empty()) {
       validator = m.value("validator", "");
     } else {
-      // Bytes of another file, or of unknown origin: start over.
+      // Bytes of another file, of unknown origin, or of a file the server gave no validator
+      // for (a resume could splice two versions): start over.
       if (::ftruncate(part.fd, 0) != 0) throw_errno(kExitIoErr, "cannot truncate", part.path, errno);
       have = 0;
     }
@@ -745,8 +803,13 @@ void fetch_http_impl(const Location& src, const std::string& dest, const Options
       q.url = src.url;
       q.sink_fd = part.fd;
       q.range_from = file_size_of(part.fd, part.path);
-      // If-Range: a changed file comes back whole (200) instead of spliced.
-      if (q.range_from > 0 && !validator.empty()) q.headers.push_back("If-Range: " + validator);
+      // If-Range: a changed file comes back whole (200) instead of spliced. Without a
+      // validator (no strong ETag, no Last-Modified) nothing can tell: start over.
+      if (q.range_from > 0 && validator.empty()) {
+        if (::ftruncate(part.fd, 0) != 0) throw_errno(kExitIoErr, "cannot truncate", part.path, errno);
+        q.range_from = 0;
+      }
+      if (q.range_from > 0) q.headers.push_back("If-Range: " + validator);
       return q;
     });
     if (rs.code == CURLE_OK && (rs.status == 200 || rs.status == 206)) {
@@ -810,7 +873,7 @@ void fetch_http(const Location& src, const std::string& dest, const Options& o, 
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     // Keep a part file with bytes in it (the next run resumes it), not an empty one.
     struct stat st {};
-    if (part.fd >= 0 && ::fstat(part.fd, &st) == 0 && st.st_size == 0) part.remove();
+    if (part.locked && ::fstat(part.fd, &st) == 0 && st.st_size == 0) part.remove();
     throw;
   }
 }
@@ -828,16 +891,17 @@ std::string compare_remote(Http& http, const Location& dest, const Response& hea
   if (local_sha.empty()) local_sha = sha256_fd(fd, src);
   std::string meta = lower(head.header("x-amz-meta-sha256"));
   if (!meta.empty()) return meta == local_sha ? "sha256" : "";
-  Sha256 h;
-  http.body_hash = &h;
+  std::unique_ptr<Sha256> h;
   Response g = with_retries(http, o, dest, false, r, [&] {
+    h = std::make_unique<Sha256>();  // each attempt hashes the whole body afresh
+    http.body_hash = h.get();
     Request q;
     q.url = dest.url;
     q.sink_hash = true;
     return q;
   });
   http.body_hash = nullptr;
-  if (g.code == CURLE_OK && g.status == 200) return h.hex() == local_sha ? "sha256" : "";
+  if (g.code == CURLE_OK && g.status == 200) return h->hex() == local_sha ? "sha256" : "";
   if (g.code == CURLE_OK && (g.status == 401 || g.status == 403 || g.status == 405)) return "size";
   throw request_error(dest, g, false, r.retries);
 }
@@ -1097,6 +1161,7 @@ int classify(int curl_code, long status, bool for_fetch, bool& retryable) {
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CLIENTCERT:
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_ENGINE_NOTFOUND:
