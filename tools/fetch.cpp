@@ -58,12 +58,14 @@ const ToolDef& fetch() {
           {{64, "bad options, a malformed URL, or a URL as DEST"},
            {65, "the file does not have the SHA-256 given with --sha256"},
            {66, "SRC does not exist (HTTP 404 or 410, or a missing path)"},
-           {69, "TLS failure: certificate not trusted, pinned key mismatch, client certificate refused; a plain "
+           {69, "TLS failure: certificate not trusted, pinned key mismatch, client certificate refused in the handshake "
+                "(a server that refuses it later answers 400: 76, or drops the connection: 75); a plain "
                 "http:// URL with --https-only; HTTP 405, 501"},
            {73, "DEST exists and differs (use --force), or cannot be created"},
            {75, "the server is down, busy (408, 429, 5xx), unreachable or stalled after all retries, or another "
                 "fetch holds the part file: retry later (the part file is kept and resumed)"},
-           {76, "an unexpected HTTP reply (other 4xx, a redirect)"},
+           {76, "an unexpected HTTP reply (other 4xx, a redirect, a 2xx other than 200/206 to a GET or 200/201/204 to a PUT, "
+                "a 206 for another range than asked)"},
            {77, "HTTP 401 or 403"},
            {78, "S3 credentials missing, or an empty token file"}},
           "A document {\"tool\", \"version\", \"source\", \"destination\", \"status\" (\"ok\" or \"error\"), "

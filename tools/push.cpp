@@ -57,12 +57,13 @@ const ToolDef& push() {
            {"AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE", "S3 credentials file and profile"}},
           {{64, "bad options, a malformed URL, or a URL as SRC"},
            {66, "SRC is missing or not a regular file"},
-           {69, "TLS failure: certificate not trusted, pinned key mismatch, client certificate refused; a plain "
+           {69, "TLS failure: certificate not trusted, pinned key mismatch, client certificate refused in the handshake "
+                "(a server that refuses it later answers 400: 76, or drops the connection: 75); a plain "
                 "http:// URL with --https-only; HTTP 405, 501 (the server does not take PUT)"},
            {73, "DEST exists and differs (HEAD, 409, 412; use --force), the server refuses the size (413), or the "
                 "folder or path does not exist (404)"},
            {75, "the server is down, busy (408, 429, 5xx), unreachable or stalled after all retries: retry later"},
-           {76, "an unexpected HTTP reply (other 4xx, a redirect)"},
+           {76, "an unexpected HTTP reply (other 4xx, a redirect, a 2xx such as 202 that does not confirm the file)"},
            {77, "HTTP 401 or 403 (for example another site's inbox)"},
            {78, "S3 credentials missing, or an empty token file"}},
           "A document {\"tool\", \"version\", \"source\", \"destination\", \"status\" (\"ok\" or \"error\"), "
