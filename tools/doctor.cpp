@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include <curl/curl.h>
@@ -35,7 +36,7 @@ namespace {
 using nlohmann::json;
 
 struct Options {
-  std::string config, exchange, identity, aggregator_pub, dataset, work, site, device = "cpu";
+  std::string config, exchange, identity, aggregator_pub, dataset, work, site, device;  // device "" = cpu
   double max_skew = 300;
   transfer::Options tr;
 };
@@ -60,6 +61,7 @@ void read_config(Options& o) {
   std::ifstream in(o.config);
   if (!in) throw Error(kExitNoInput, "cannot read the configuration", o.config);
   std::string line;
+  std::map<std::string, std::string> file;
   int n = 0;
   while (std::getline(in, line)) {
     ++n;
@@ -74,19 +76,18 @@ void read_config(Options& o) {
     v = b == std::string::npos ? "" : v.substr(b);
     while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
     if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) v = v.substr(1, v.size() - 2);
-    auto set = [&](std::string& dst) {
-      if (dst.empty()) dst = v;  // the command line wins
-    };
-    if (k == "EXCHANGE") set(o.exchange);
-    else if (k == "IDENTITY") set(o.identity);
-    else if (k == "AGGREGATOR_PUB") set(o.aggregator_pub);
-    else if (k == "DATASET") set(o.dataset);
-    else if (k == "WORK") set(o.work);
-    else if (k == "SITE") set(o.site);
-    else if (k == "DEVICE") {
-      if (o.device == "cpu") o.device = v;
-    }
+    file[k] = v;  // as site-round reads it: the last line of a key wins
   }
+  auto set = [&](std::string& dst, const char* k) {
+    if (dst.empty() && file.count(k)) dst = file[k];  // the command line wins
+  };
+  set(o.exchange, "EXCHANGE");
+  set(o.identity, "IDENTITY");
+  set(o.aggregator_pub, "AGGREGATOR_PUB");
+  set(o.dataset, "DATASET");
+  set(o.work, "WORK");
+  set(o.site, "SITE");
+  set(o.device, "DEVICE");
 }
 
 void check_torch(const Options& o, Report& r) {
@@ -239,7 +240,12 @@ void check_exchange(const Options& o, Report& r) {
     return;
   }
   const std::string tmp = (o.work.empty() ? std::string("/tmp") : o.work) + "/.doctor";
-  fed::make_dirs(tmp);
+  try {
+    fed::make_dirs(tmp);
+  } catch (const Error& e) {
+    r.add("exchange read", "fail", "cannot stage LATEST in " + tmp + ": " + e.message() + " (is WORK writable?)");
+    return;
+  }
   std::string latest = tmp + "/LATEST";
   std::remove(latest.c_str());
   std::remove((latest + ".minisig").c_str());
@@ -320,6 +326,7 @@ void check_dataset(const Options& o, Report& r) {
 
 int run(Options o, const ToolContext& ctx) {
   if (!o.config.empty()) read_config(o);
+  if (o.device.empty()) o.device = "cpu";  // as site-round: DEVICE unset or empty
   Report r;
   check_torch(o, r);
   check_memory(r);
@@ -393,7 +400,7 @@ const ToolDef& doctor() {
         app.add_option("--dataset", o->dataset, "this site's dataset from fedseg-prep")->type_name("DATASET.h5");
         app.add_option("--work", o->work, "the round script's work folder (disk space)")->type_name("DIR");
         app.add_option("--site", o->site, "this site's id")->type_name("NAME");
-        app.add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
+        app.add_option("--device", o->device, "cpu, cuda or cuda:N (default: DEVICE from CONFIG, else cpu)");
         app.add_option("--max-skew", o->max_skew, "largest clock difference accepted, seconds")->capture_default_str();
         transfer::add_options(app, o->tr);
         return [o](const ToolContext& ctx) { return run(*o, ctx); };

@@ -114,6 +114,11 @@ int main(int argc, char** argv) {
                      self_dir().c_str());
         return fedseg::kExitUnavailable;
       }
+      // The scripts run fedseg-* tools by name: the ones beside this front door come first
+      // (as git puts its exec-path first), also when they are not on PATH.
+      const char* path = std::getenv("PATH");
+      const std::string with_self = self_dir() + (path && *path ? ":" + std::string(path) : std::string());
+      ::setenv("PATH", with_self.c_str(), 1);
       run(p, verb, argc, argv, first);
     }
   if (verb.empty() || verb[0] == '-' || verb.find('/') != std::string::npos) {

@@ -30,6 +30,8 @@ read_config() {
   shift
   local allowed=" $* " line key val n=0
   [ -r "$file" ] || { echo "$PROG: cannot read the configuration $file" >&2; return 66; }
+  # Only the file counts: a variable of the same name in the environment is not a setting.
+  for key in "$@"; do unset "$key"; done
   while IFS= read -r line || [ -n "$line" ]; do
     n=$((n + 1))
     line=${line%$'\r'}
@@ -49,6 +51,14 @@ read_config() {
     printf -v "$key" '%s' "$val"
   done <"$file"
   for key in "$@"; do [ -n "${!key+x}" ] || printf -v "$key" '%s' ""; done
+}
+# need_numbers KEY...: each listed setting, when set, is a decimal integer (else 78), so that
+# no setting ever reaches arithmetic expansion as anything but digits.
+need_numbers() {
+  local k
+  for k in "$@"; do
+    [ -z "${!k}" ] || [[ ${!k} =~ ^[0-9]{1,9}$ ]] || { echo "$PROG: $CONFIG: $k must be a whole number, not '${!k}'" >&2; return 78; }
+  done
 }
 need_settings() {
   local k
@@ -110,11 +120,13 @@ run_tool_out() {
   rm -f "$out"
   return $rc
 }
+# cut300 TEXT: at most 300 characters, never half of a UTF-8 one (cron runs in the C locale).
+cut300() { LC_ALL=C.UTF-8 bash -c 'printf "%s" "${1:0:300}"' cut300 "$1" 2>/dev/null || printf '%s' "${1:0:300}"; }
 first_error_line() {
-  if [ -n "$TOOL_ERR_TEXT" ]; then printf '%s' "${TOOL_ERR_TEXT:0:300}"; return; fi
+  if [ -n "$TOOL_ERR_TEXT" ]; then cut300 "$TOOL_ERR_TEXT"; return; fi
   local l=""
   [ -n "$TOOL_ERR" ] && [ -r "$TOOL_ERR" ] && l=$(grep -m1 -v '^[[:space:]]*$' "$TOOL_ERR")
-  printf '%s' "${l:0:300}"
+  cut300 "$l"
 }
 
 json_str() { # a JSON string literal
@@ -123,6 +135,7 @@ json_str() { # a JSON string literal
   s=${s//\"/\\\"}
   s=${s//$'\n'/\\n}
   s=${s//$'\t'/\\t}
+  s=${s//$'\r'/\\r}
   s=$(printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037')
   printf '"%s"' "$s"
 }

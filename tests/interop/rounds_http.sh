@@ -42,8 +42,8 @@ expect_exit 0 "$SHARE/site-round" site-north.conf
 expect_stdout_empty
 expect_stderr_empty
 # Re-pushing an identical package is nothing to do; a different file under that name is refused.
-expect_exit 0 fedseg-push work-north/rounds/1/update.age "$BASE/rounds/1/updates/north.age"
-expect_exit 73 fedseg-push work-north/rounds/1/metrics.age "$BASE/rounds/1/updates/north.age"
+expect_exit 0 fedseg-push work-north/rounds/rt/1/update.age "$BASE/rounds/1/updates/north.age"
+expect_exit 73 fedseg-push work-north/rounds/rt/1/metrics.age "$BASE/rounds/1/updates/north.age"
 "$PY" - <<'PYEOF'
 import json
 for r in (0, 1):

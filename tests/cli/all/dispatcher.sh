@@ -26,3 +26,6 @@ expect_exit 0 fedseg keygen -q -o id --site x
 # The round scripts through the front door (from the source tree in a build folder).
 expect_exit 64 fedseg site-round
 expect_stderr_has "usage: site-round"
+# The round scripts find the tools beside the front door even when they are not on PATH.
+expect_exit 0 env PATH=/usr/bin:/bin "$FEDSEG_BUILD/bin/fedseg" site-round --version
+expect_stdout_has "site-round (fedseg) $(fedseg-verify --version | awk '{print $NF; exit}')"

@@ -53,3 +53,8 @@ expect_stderr_has "minisign.key has mode 640"
 echo "not a setting" >bad.conf
 expect_exit 78 fedseg-doctor bad.conf
 expect_exit 66 fedseg-doctor nosuch.conf
+# A WORK that cannot be created is a failed check in the list, not the end of the run.
+printf 'EXCHANGE=%s\nWORK=/proc/nonexistent/work\n' "$TMP" >badwork.conf
+expect_exit 69 fedseg-doctor badwork.conf
+expect_stdout_has "FAIL  exchange read: cannot stage LATEST in /proc/nonexistent/work"
+expect_stdout_has "dataset"

@@ -58,15 +58,15 @@ grep -q '"status": "done"' agg/state/rt/receipts/round-1.json || fail "aggregato
 # A site killed while pushing round 1's metrics signature, after which the aggregator closed
 # round 1 without them: the next run (round 2) pushes them late and the copy's temp file,
 # left by a dead process, goes.
-rm ex/rounds/1/metrics/south.age.minisig work-south/rounds/1/done
+rm ex/rounds/1/metrics/south.age.minisig work-south/rounds/rt/1/done
 deadpid=$(sh -c 'echo $$')
 stale="ex/rounds/1/metrics/.south.age.minisig.fedseg-tmp-$(uname -n | sed 's/[^A-Za-z0-9-]/_/g')-$deadpid-0badf00d"
 printf 'half a sig' >"$stale"
 expect_exit 0 "$SHARE/site-round" site-south.conf
 expect_stderr_empty
 [ ! -e "$stale" ] || fail "the dead copy's temp file is still in the exchange"
-cmp -s ex/rounds/1/metrics/south.age.minisig work-south/rounds/1/metrics.age.minisig || fail "round 1 metrics signature not pushed late"
-[ -e work-south/rounds/1/done ] || fail "round 1 not marked done after the late push"
+cmp -s ex/rounds/1/metrics/south.age.minisig work-south/rounds/rt/1/metrics.age.minisig || fail "round 1 metrics signature not pushed late"
+[ -e work-south/rounds/rt/1/done ] || fail "round 1 not marked done after the late push"
 grep -q "round 1: its packages pushed late" work-south/site-round.log || fail "no log line for the late push"
 [ -s ex/rounds/2/updates/south.age.minisig ] || fail "south did not do round 2"
 
@@ -96,3 +96,37 @@ expect_exit 66 "$SHARE/site-round" nosuch.conf
 expect_exit 64 "$SHARE/site-round"
 # The dispatcher runs the same scripts.
 expect_exit 75 fedseg aggregator-round agg.conf
+
+# Settings reach arithmetic only as digits (a subscript in SEED once ran a command).
+site_conf north "$TMP/ex" 'SEED=PATH[$(touch pwned)]'
+expect_exit 78 "$SHARE/site-round" site-north.conf
+expect_stderr_has "SEED must be a whole number"
+[ ! -e pwned ] || fail "a setting was executed"
+# Only the file counts: variables of the same names in the environment are not settings.
+site_conf north "$TMP/ex"
+PUSH=$TMP/elsewhere EVAL=no LOG=$TMP/env.log expect_exit 0 "$SHARE/site-round" site-north.conf
+expect_stderr_empty
+[ ! -e elsewhere ] && [ ! -e env.log ] || fail "the environment changed the settings"
+[ -s ex/rounds/2/metrics/north.age.minisig ] || fail "north's round 2 metrics not pushed"
+# -n changes nothing, not even WORK.
+site_conf north "$TMP/ex" "WORK=$TMP/work-dry"
+expect_exit 0 "$SHARE/site-round" -n site-north.conf
+expect_stdout_has "would fetch"
+[ ! -e work-dry ] || fail "-n created $(ls -A work-dry)"
+# A folder exchange that is not there is an error (66), not "try later".
+site_conf north "$TMP/nosuch/ex"
+expect_exit 66 "$SHARE/site-round" site-north.conf
+expect_stderr_has "not a folder"
+# The wrong pinned key: LATEST does not verify. Once is "retry later" (75, silent: it may be
+# being replaced); twice in a row is an error (65) that cron mails.
+site_conf north "$TMP/ex" "WORK=$TMP/work-pin" "AGGREGATOR_PUB=$TMP/id-south"
+expect_exit 75 "$SHARE/site-round" site-north.conf
+expect_stderr_empty
+expect_exit 65 "$SHARE/site-round" site-north.conf
+expect_stderr_has "two runs in a row"
+# A federation made again (new id, same sites, same WORK): its round 0 is not taken as done.
+fedseg-init --federation rt2 --key agg --site north=id-north --site south=id-south --preset small --base-filters 2 \
+  --depth 1 --patch 16 --epochs 1 --seed 2 -o ex2 -q >/dev/null 2>&1 || fail "fedseg-init rt2"
+site_conf north "$TMP/ex2"
+expect_exit 0 "$SHARE/site-round" site-north.conf
+[ -s ex2/rounds/0/updates/north.age.minisig ] || fail "the new federation's round 0 was taken as done"
