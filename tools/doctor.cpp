@@ -37,6 +37,7 @@ using nlohmann::json;
 
 struct Options {
   std::string config, exchange, identity, aggregator_pub, dataset, work, site, device;  // device "" = cpu
+  std::string fetch_opts;  // FETCH_OPTS of CONFIG: fedseg-fetch options, applied as site-round applies them
   double max_skew = 300;
   transfer::Options tr;
 };
@@ -88,6 +89,7 @@ void read_config(Options& o) {
   set(o.work, "WORK");
   set(o.site, "SITE");
   set(o.device, "DEVICE");
+  if (file.count("FETCH_OPTS")) o.fetch_opts = file["FETCH_OPTS"];
 }
 
 void check_torch(const Options& o, Report& r) {
@@ -327,6 +329,17 @@ void check_dataset(const Options& o, Report& r) {
 int run(Options o, const ToolContext& ctx) {
   if (!o.config.empty()) read_config(o);
   if (o.device.empty()) o.device = "cpu";  // as site-round: DEVICE unset or empty
+  if (!o.fetch_opts.empty()) {
+    // The exchange is read with the options site-round gives fedseg-fetch (CA, client
+    // certificate, pin, token...), so that an mTLS exchange is checked as it will be used.
+    CLI::App opts;
+    transfer::add_options(opts, o.tr);
+    try {
+      opts.parse(o.fetch_opts, false);
+    } catch (const CLI::ParseError& e) {
+      throw Error(kExitConfig, "FETCH_OPTS in", o.config, e.what());
+    }
+  }
   Report r;
   check_torch(o, r);
   check_memory(r);
@@ -380,7 +393,9 @@ const ToolDef& doctor() {
           "HEAD request (one-second resolution; warn above 30 s). dataset: the file from fedseg-prep opens, has the four BraTS "
           "channels and the three regions, a training and a val split.\n\n"
           "CONFIG is the site-round configuration file (KEY=VALUE lines: EXCHANGE, SITE, IDENTITY, "
-          "AGGREGATOR_PUB, DATASET, WORK, DEVICE; other keys are ignored); options on the command line win.",
+          "AGGREGATOR_PUB, DATASET, WORK, DEVICE, and FETCH_OPTS, the fedseg-fetch options used to read the exchange; "
+          "other keys are ignored; as in site-round the last line of a key wins); options on the command line win, "
+          "except that FETCH_OPTS are applied after them. The write check probes EXCHANGE, not PUSH.",
           {{"fedseg-doctor /etc/fedseg/site.conf", "Check everything the site's round script will need."},
            {"fedseg-doctor --exchange /mnt/fedseg --identity /etc/fedseg/id --aggregator-pub /etc/fedseg/aggregator "
             "--dataset /data/fedseg/dataset.h5 --json",

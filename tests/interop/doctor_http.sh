@@ -21,3 +21,11 @@ grep -q "HTTP Date" "$TMP/stdout" || fail "the clock check does not say what it 
 nginx_stop
 expect_exit 69 fedseg-doctor --exchange "$BASE" --aggregator-pub agg --retries 0 --json
 [ "$(status_of "exchange read")" = fail ] || fail "a stopped server passed: $(cat "$TMP/stdout")"
+# FETCH_OPTS of the site's config are applied as site-round applies them (here --https-only
+# refuses the plain http:// exchange); an option fedseg-fetch does not know is 78.
+printf 'EXCHANGE=%s\nWORK=%s/w\nFETCH_OPTS=--https-only --retries 0\n' "$BASE" "$TMP" >https.conf
+expect_exit 69 fedseg-doctor https.conf --json
+[ "$(status_of "exchange read")" = fail ] && grep -q "https-only" "$TMP/stdout" || fail "FETCH_OPTS not applied: $(cat "$TMP/stdout")"
+printf 'EXCHANGE=%s\nFETCH_OPTS=--no-such-option\n' "$BASE" >badopts.conf
+expect_exit 78 fedseg-doctor badopts.conf
+expect_stderr_has "FETCH_OPTS"
