@@ -6,6 +6,11 @@
 TIMINGS=()        # "step seconds" pairs, in order
 TOOL_ERR=$(mktemp "${TMPDIR:-/tmp}/fedseg-round-err.XXXXXX") || exit 70  # stderr of the last tool run
 trap 'rm -f "$TOOL_ERR"' EXIT
+# A stop (systemd's SIGTERM, Ctrl-C, a hang-up) exits through the EXIT trap too; the step
+# under way is taken up again by the next run.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 TOOL_ERR_TEXT=""  # or a message set by the script itself
 RUN_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
