@@ -76,7 +76,19 @@ void read_config(Options& o) {
     size_t b = v.find_first_not_of(" \t");
     v = b == std::string::npos ? "" : v.substr(b);
     while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
-    if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) v = v.substr(1, v.size() - 2);
+    if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) {
+      v = v.substr(1, v.size() - 2);
+    } else if (!v.empty() && v.front() == '#') {
+      v.clear();  // KEY=  # a comment
+    } else {
+      // As round-lib.sh: an unquoted value ends where " # a comment" starts.
+      for (size_t i = 1; i < v.size(); ++i)
+        if (v[i] == '#' && (v[i - 1] == ' ' || v[i - 1] == '\t')) {
+          v.erase(i);
+          while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
+          break;
+        }
+    }
     file[k] = v;  // as site-round reads it: the last line of a key wins
   }
   auto set = [&](std::string& dst, const char* k) {

@@ -28,7 +28,8 @@ err() {
 die() { local code=$1; shift; err "$*"; exit "$code"; }
 
 # read_config FILE KEY...: sets the listed KEYs from KEY=VALUE lines. Blank lines and
-# '#' comments are ignored; a value may be quoted with "..." or '...'; ~ is not expanded
+# '#' comments are ignored (also after an unquoted value, from the blank before the '#'); a
+# value may be quoted with "..." or '...' to keep a ' #'; ~ is not expanded
 # and nothing is executed. An unknown key is a configuration error (78).
 read_config() {
   local file=$1
@@ -48,7 +49,13 @@ read_config() {
     key=${BASH_REMATCH[1]}
     val=${BASH_REMATCH[2]}
     val=${val%"${val##*[![:space:]]}"}
-    if [[ $val =~ ^\"(.*)\"$ ]] || [[ $val =~ ^\'(.*)\'$ ]]; then val=${BASH_REMATCH[1]}; fi
+    if [[ $val =~ ^\"(.*)\"$ ]] || [[ $val =~ ^\'(.*)\'$ ]]; then
+      val=${BASH_REMATCH[1]}
+    elif [[ $val =~ ^(#.*)$ ]]; then
+      val=""  # KEY=  # a comment
+    elif [[ $val =~ ^(.*[^[:space:]])[[:space:]]+#.*$ ]]; then
+      val=${BASH_REMATCH[1]}  # an unquoted value ends where " # a comment" starts
+    fi
     if [[ $allowed != *" $key "* ]]; then
       echo "$PROG: $file:$n: unknown setting $key (known:$allowed)" >&2
       return 78

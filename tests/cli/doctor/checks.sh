@@ -54,7 +54,8 @@ echo "not a setting" >bad.conf
 expect_exit 78 fedseg-doctor bad.conf
 expect_exit 66 fedseg-doctor nosuch.conf
 # A WORK that cannot be created is a failed check in the list, not the end of the run.
-printf 'EXCHANGE=%s\nWORK=/proc/nonexistent/work\n' "$TMP" >badwork.conf
+# (A comment after a value is not part of it.)
+printf 'EXCHANGE=%s\nWORK=/proc/nonexistent/work   # not writable\n' "$TMP" >badwork.conf
 expect_exit 69 fedseg-doctor badwork.conf
-expect_stdout_has "FAIL  exchange read: cannot stage LATEST in /proc/nonexistent/work"
+expect_stdout_has "FAIL  exchange read: cannot stage LATEST in /proc/nonexistent/work/.doctor"
 expect_stdout_has "dataset"

@@ -108,10 +108,10 @@ PUSH=$TMP/elsewhere EVAL=no LOG=$TMP/env.log expect_exit 0 "$SHARE/site-round" s
 expect_stderr_empty
 [ ! -e elsewhere ] && [ ! -e env.log ] || fail "the environment changed the settings"
 [ -s ex/rounds/2/metrics/north.age.minisig ] || fail "north's round 2 metrics not pushed"
-# -n changes nothing, not even WORK.
-site_conf north "$TMP/ex" "WORK=$TMP/work-dry"
+# -n changes nothing, not even WORK. (A comment after a value is not part of it.)
+site_conf north "$TMP/ex  # the shared folder" "WORK=$TMP/work-dry"
 expect_exit 0 "$SHARE/site-round" -n site-north.conf
-expect_stdout_has "would fetch"
+expect_stdout_has "would fetch $TMP/ex/LATEST and"
 [ ! -e work-dry ] || fail "-n created $(ls -A work-dry)"
 # A folder exchange that is not there is an error (66), not "try later".
 site_conf north "$TMP/nosuch/ex"
