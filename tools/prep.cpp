@@ -142,8 +142,10 @@ int run(const Options& o, const ToolContext& ctx) {
   std::vector<size_t> to_process;
   std::vector<std::string> old_ids;
   if (old && old->exists("cases")) old_ids = old->children("cases");
+  std::vector<double> frac(cases.size());  // where each case's hash falls (orders the moves below)
   for (size_t i = 0; i < cases.size(); ++i) {
     results[i].id = cases[i].id;
+    frac[i] = prep::split_fraction(cases[i].id);
     results[i].split = prep::split_for(cases[i].id, o.val_fraction);
     if (old && std::binary_search(old_ids.begin(), old_ids.end(), cases[i].id) && hash_errors[i].empty() &&
         cases[i].problem.empty() && recorded_hashes(*old, cases[i].id) == hashes[i]) {
@@ -162,8 +164,7 @@ int run(const Options& o, const ToolContext& ctx) {
     auto count = [&](const char* s) {
       return std::count_if(usable.begin(), usable.end(), [&](size_t i) { return results[i].split == s; });
     };
-    auto frac = [&](size_t i) { return prep::split_fraction(cases[i].id); };
-    auto by_frac = [&](size_t a, size_t b) { return frac(a) < frac(b); };
+    auto by_frac = [&](size_t a, size_t b) { return frac[a] < frac[b]; };
     if (usable.size() >= 2 && o.val_fraction > 0 && count("val") == 0)
       results[*std::min_element(usable.begin(), usable.end(), by_frac)].split = "val";
     if (usable.size() >= 2 && o.val_fraction < 1 && count("train") == 0)

@@ -108,6 +108,21 @@ std::string AtomicFile::temp_prefix(const std::string& final_path) {
          basename_of(final_path) + ".fedseg-tmp-" + host_tag() + "-";
 }
 
+bool AtomicFile::rename_no_replace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return true;
+  if (errno == EEXIST) return false;
+  if (errno != EINVAL && errno != ENOSYS) throw_errno(kExitIoErr, "cannot rename into place", to, errno);
+  if (::link(from.c_str(), to.c_str()) == 0) {
+    ::unlink(from.c_str());
+    return true;
+  }
+  if (errno == EEXIST) return false;
+  if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS) throw_errno(kExitIoErr, "cannot link into place", to, errno);
+  if (path_exists(to)) return false;
+  if (::rename(from.c_str(), to.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", to, errno);
+  return true;
+}
+
 int AtomicFile::remove_stale(const std::string& final_path) {
   std::string dir = dirname_of(final_path);
   std::string prefix = basename_of(temp_prefix(final_path));
@@ -187,23 +202,8 @@ void AtomicFile::commit() {
     fd_ = -1;
   }
   if (!overwrite_) {
-    if (::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, final_.c_str(), RENAME_NOREPLACE) != 0) {
-      if (errno == EEXIST) throw Error(kExitCantCreate, "output exists", final_, "another writer created it meanwhile");
-      if (errno != EINVAL && errno != ENOSYS) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
-      // Filesystem without RENAME_NOREPLACE (some NFS and SMB mounts): link() fails
-      // atomically with EEXIST, then the temp name goes.
-      // Without hard links either (FAT): check, then plain rename.
-      if (::link(temp_.c_str(), final_.c_str()) == 0) {
-        ::unlink(temp_.c_str());
-      } else if (errno == EEXIST) {
-        throw Error(kExitCantCreate, "output exists", final_, "another writer created it meanwhile");
-      } else if (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS) {
-        if (path_exists(final_)) throw Error(kExitCantCreate, "output exists", final_, "use --force to replace it");
-        if (::rename(temp_.c_str(), final_.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
-      } else {
-        throw_errno(kExitIoErr, "cannot link into place", final_, errno);
-      }
-    }
+    if (!rename_no_replace(temp_, final_))
+      throw Error(kExitCantCreate, "output exists", final_, "another writer created it meanwhile");
   } else if (::rename(temp_.c_str(), final_.c_str()) != 0) {
     throw_errno(kExitIoErr, "cannot rename into place", final_, errno);
   }

@@ -40,6 +40,12 @@ class AtomicFile {
   // followed by the writer's pid, so that remove_stale() can tell dead writers' leftovers.
   static std::string temp_prefix(const std::string& final_path);
 
+  // Renames from to to unless to exists, atomically where the filesystem allows:
+  // renameat2(RENAME_NOREPLACE), else link() + unlink() (NFS, SMB), else, without hard
+  // links either (FAT), a check then rename(). Returns false, leaving from, when to
+  // exists; throws Error (74) on other failures. The folder is not synced.
+  static bool rename_no_replace(const std::string& from, const std::string& to);
+
   // Removes temp files for final_path left by dead processes of this host.
   // Returns how many were removed.
   static int remove_stale(const std::string& final_path);

@@ -588,28 +588,10 @@ std::string publish(const std::string& tmp, const std::string& dest, bool force,
     fsync_dir_of(dest);
     return "";
   }
-  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) == 0) {
+  if (AtomicFile::rename_no_replace(tmp, dest)) {
     fsync_dir_of(dest);
     return "";
   }
-  int e = errno;
-  if (e == EINVAL || e == ENOSYS) {  // no RENAME_NOREPLACE here: link() fails atomically with EEXIST
-    if (::link(tmp.c_str(), dest.c_str()) == 0) {
-      ::unlink(tmp.c_str());
-      fsync_dir_of(dest);
-      return "";
-    }
-    e = errno;
-    if (e == EPERM || e == EOPNOTSUPP || e == ENOSYS) {  // no hard links either (FAT): check, then rename
-      if (!path_exists(dest)) {
-        if (::rename(tmp.c_str(), dest.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", dest, errno);
-        fsync_dir_of(dest);
-        return "";
-      }
-      e = EEXIST;
-    }
-  }
-  if (e != EEXIST) throw_errno(kExitIoErr, "cannot rename into place", dest, e);
   if (same_file_content(tmp, dest)) {
     ::unlink(tmp.c_str());
     r.compared = "sha256";
