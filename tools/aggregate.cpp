@@ -564,6 +564,10 @@ int run(const Options& o, const ToolContext& ctx) {
   const int64_t R = c.R;
   if (R < latest.round) {
     log::info("round " + std::to_string(R) + " is already aggregated (LATEST is round " + std::to_string(latest.round) + ")");
+    // A run killed after publishing LATEST but before removing the round's decrypted
+    // updates leaves them: they go now.
+    if (!o.keep && o.combine.empty())
+      remove_work((o.state.empty() ? state_dir_default(o.key, fed_id) : o.state) + "/round-" + std::to_string(R));
     if (ctx.json()) ctx.emit_json({{"federation", fed_id}, {"round", R}, {"status", "done"}});
     return kExitOk;
   }
