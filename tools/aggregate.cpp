@@ -8,14 +8,23 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <ctime>
+#include <deque>
+#include <functional>
+#include <future>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
+#include <set>
+#include <thread>
 #include <variant>
 
 #include "core/atomic_file.h"
+#include "core/buffer.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -50,10 +59,25 @@ struct Input {
   std::string site, package, plain, nonce;
   std::string h5path;
   double examples = 0;
-  h5::File file;
-  double norm2 = 0;
+  h5::File file;               // closed once a streamed update was added in
+  nlohmann::json train = nullptr;  // what the site's fedseg-train recorded, or null
+  double norm2 = 0, clip = 1;  // clip: the update-major pass's clip factor
   std::vector<float> sketch;  // every `stride`-th value of the delta, for the cosine estimate
 };
+
+// What the site's fedseg-train recorded in its update (absent from updates made by
+// other tools): the report's "train" member, or null.
+nlohmann::json train_record(const h5::File& f) {
+  nlohmann::json train = nlohmann::json::object();
+  for (const char* name : {"epoch_loss", "train_dice", "train_dice_first_epoch"})
+    if (f.has_attr("/", name)) {
+      const h5::Attr v = f.attr("/", name);
+      if (const auto* vec = std::get_if<std::vector<double>>(&v)) train[name] = *vec;
+      else if (const auto* x = std::get_if<double>(&v)) train[name] = std::vector<double>{*x};
+    }
+  if (f.has_attr("/", "epochs")) train["epochs"] = f.attr_int("/", "epochs");
+  return train.empty() ? nlohmann::json(nullptr) : train;
+}
 
 struct Rejected {
   std::string site, package, cls, reason;
@@ -113,6 +137,102 @@ struct PassResult {
   size_t stride = 1;
 };
 
+// Where Δ goes, tensor after tensor, in both passes: DP noise added, Δ's norm and
+// sketch taken, then written as a partial sum, or through the server step into the
+// next global model (and the server state).
+struct Emit {
+  Emit(const fed::RuleConfig& r_, const h5::File& global_, h5::File* out_global_, h5::File* out_partial_,
+       const h5::File* state_in_, h5::File* state_out_, uint64_t dp_seed, size_t n_inputs, size_t largest, size_t stride_)
+      : r(r_), global(global_), out_global(out_global_), out_partial(out_partial_), state_in(state_in_),
+        state_out(state_out_), noise_rng(dp_seed),
+        sigma(r_.dp_noise_multiplier > 0 ? r_.dp_noise_multiplier * r_.clip_norm / double(n_inputs) : 0),
+        w(out_partial_ ? 0 : largest), m(r_.stateful() ? largest : 0), v(r_.adaptive() ? largest : 0), stride(stride_) {}
+
+  void tensor(const h5::TensorInfo& p, double* delta) {
+    const size_t len = h5::numel(p.shape);
+    const std::string pname = p.name.substr(7);
+    if (sigma > 0)
+      for (size_t i = 0; i < len; ++i) {
+        // Box-Muller from the round's seeded generator (reproducible on a rerun).
+        double u1 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
+        double u2 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
+        delta[i] += sigma * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(6.283185307179586 * u2);
+      }
+    for (size_t i = 0; i < len; i += stride) delta_sketch.push_back(float(delta[i]));
+    for (size_t i = 0; i < len; ++i) delta_norm2 += delta[i] * delta[i];
+    if (out_partial) {
+      out_partial->write("sum/" + pname, h5::DType::f64, p.shape, delta, h5::DType::f64, {true, 1, {}});
+      return;
+    }
+    global.read(p.name, h5::DType::f32, w.data(), len * 4);
+    if (r.stateful()) {
+      const bool have = state_in && state_in->exists("m/" + pname);
+      if (have) {
+        state_in->read("m/" + pname, h5::DType::f64, m.data(), len * 8);
+        if (r.adaptive()) state_in->read("v/" + pname, h5::DType::f64, v.data(), len * 8);
+      } else {
+        std::fill(m.begin(), m.begin() + long(len), 0.0);
+        if (r.adaptive()) std::fill(v.begin(), v.begin() + long(len), r.tau * r.tau);
+      }
+    }
+    fed::server_step(r, w.data(), delta, m.data(), v.data(), len);
+    if (threaded) {
+      // Shuffled and compressed on a worker while the next tensor is worked out here.
+      flush();
+      std::swap(w, w_pending);
+      pending_name = p.name;
+      pending = std::async(std::launch::async, [this, shape = p.shape] {
+        h5::encode(h5::DType::f32, shape, w_pending.data(), {true, 1, {}}, encoded);
+      });
+    } else {
+      out_global->write(p.name, h5::DType::f32, p.shape, w.data(), h5::DType::f32, {true, 1, {}});
+    }
+    if (r.stateful() && state_out) {
+      state_out->write("m/" + pname, h5::DType::f64, p.shape, m.data(), h5::DType::f64, {false, 0, {}});
+      if (r.adaptive()) state_out->write("v/" + pname, h5::DType::f64, p.shape, v.data(), h5::DType::f64, {false, 0, {}});
+    }
+  }
+
+  // Writes the tensor being compressed, if any: after the last tensor, and before
+  // anything else reads or writes the files.
+  void flush() {
+    if (!pending.valid()) return;
+    pending.get();
+    out_global->write(pending_name, encoded);
+  }
+  ~Emit() {
+    if (pending.valid()) pending.wait();  // an error unwinding: the worker still reads w_pending
+  }
+
+  const fed::RuleConfig& r;
+  const h5::File& global;
+  h5::File *out_global, *out_partial;
+  bool threaded = false;  // compress the global's tensors on a worker thread
+  std::vector<float> w_pending;
+  std::string pending_name;
+  h5::EncodedTensor encoded;
+  std::future<void> pending;
+  const h5::File* state_in;
+  h5::File* state_out;
+  std::mt19937_64 noise_rng;
+  double sigma;
+  std::vector<float> w;
+  std::vector<double> m, v;
+  size_t stride;
+  std::vector<float> delta_sketch;
+  double delta_norm2 = 0;
+};
+
+// Site k's Δ·d_k from the sketches (the cosine estimate; exact at stride 1).
+void sketch_dots(const std::vector<Input>& in, const std::vector<float>& delta_sketch, PassResult& res) {
+  for (size_t k = 0; k < in.size(); ++k) {
+    double d = 0;
+    for (size_t i = 0; i < in[k].sketch.size(); ++i) d += double(in[k].sketch[i]) * delta_sketch[i];
+    res.dot[k] = d;
+  }
+  res.cosine_exact = res.stride == 1;
+}
+
 // Aggregates `in` (all finite so far) into out_global (and the server state into
 // out_state). Returns false with `bad` set when an input holds a non-finite value
 // (the caller rejects it and runs again).
@@ -134,9 +254,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
   }
   const bool per_site = r.rule == "median" || r.rule == "trimmed-mean";  // needs all N at once
   std::vector<std::vector<float>> bufs(per_site || r.krum() ? N : 1, std::vector<float>(largest));
-  std::vector<double> delta(largest), m(r.stateful() ? largest : 0), v(r.adaptive() ? largest : 0),
-      dbuf(group == "sum" ? largest : 0);  // m, v only for the rules that keep server state
-  std::vector<float> w(largest);
+  std::vector<double> delta(largest), dbuf(group == "sum" ? largest : 0);
 
   // First pass when clip factors or Krum distances need whole-model norms.
   std::vector<std::vector<double>> gram;
@@ -206,16 +324,11 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
     res.weight = fed::example_weights(ex, r.max_weight);
   }
 
-  std::mt19937_64 noise_rng(dp_seed);
-  const double sigma = r.dp_noise_multiplier > 0 ? r.dp_noise_multiplier * r.clip_norm / double(N) : 0;
-  std::vector<double> noise(sigma > 0 ? largest : 0);
+  Emit emit(r, global, out_global, out_partial, state_in, state_out, dp_seed, N, largest, res.stride);
   res.dot.assign(N, 0);
-  res.delta_norm2 = 0;
-  std::vector<float> delta_sketch;
   for (const auto& p : params) {
     const size_t len = h5::numel(p.shape);
-    const std::string pname = p.name.substr(7);
-    const std::string name = group + "/" + pname;
+    const std::string name = group + "/" + p.name.substr(7);
     if (per_site) {
       std::vector<const float*> x(N);
       for (size_t k = 0; k < N; ++k) {
@@ -271,39 +384,8 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
         for (size_t i = 0; i < len; i += res.stride) in[k].sketch.push_back(b[i]);
         if (progress) progress->add(len);
       }
-      if (sigma > 0) {
-        for (size_t i = 0; i < len; ++i) {
-          // Box-Muller from the round's seeded generator (reproducible on a rerun).
-          double u1 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
-          double u2 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
-          delta[i] += sigma * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(6.283185307179586 * u2);
-        }
-      }
     }
-    for (size_t i = 0; i < len; i += res.stride) delta_sketch.push_back(float(delta[i]));
-    for (size_t i = 0; i < len; ++i) res.delta_norm2 += delta[i] * delta[i];
-
-    if (out_partial) {
-      out_partial->write("sum/" + pname, h5::DType::f64, p.shape, delta.data(), h5::DType::f64, {true, 1, {}});
-      continue;
-    }
-    global.read(p.name, h5::DType::f32, w.data(), len * 4);
-    if (r.stateful()) {
-      const bool have = state_in && state_in->exists("m/" + pname);
-      if (have) {
-        state_in->read("m/" + pname, h5::DType::f64, m.data(), len * 8);
-        if (r.adaptive()) state_in->read("v/" + pname, h5::DType::f64, v.data(), len * 8);
-      } else {
-        std::fill(m.begin(), m.begin() + long(len), 0.0);
-        if (r.adaptive()) std::fill(v.begin(), v.begin() + long(len), r.tau * r.tau);
-      }
-    }
-    fed::server_step(r, w.data(), delta.data(), m.data(), v.data(), len);
-    out_global->write(p.name, h5::DType::f32, p.shape, w.data(), h5::DType::f32, {true, 1, {}});
-    if (r.stateful() && state_out) {
-      state_out->write("m/" + pname, h5::DType::f64, p.shape, m.data(), h5::DType::f64, {false, 0, {}});
-      if (r.adaptive()) state_out->write("v/" + pname, h5::DType::f64, p.shape, v.data(), h5::DType::f64, {false, 0, {}});
-    }
+    emit.tensor(p, delta.data());
   }
   if (!res.cosine_exact) {
     if (r.krum() && !gram.empty()) {  // exact: Δ·d_k = Σ_j a_j G_kj
@@ -314,16 +396,199 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
       }
       res.cosine_exact = true;
     } else {
-      for (size_t k = 0; k < N; ++k) {
-        double d = 0;
-        for (size_t i = 0; i < in[k].sketch.size(); ++i) d += double(in[k].sketch[i]) * delta_sketch[i];
-        res.dot[k] = d;
-      }
-      res.cosine_exact = res.stride == 1;
+      sketch_dots(in, emit.delta_sketch, res);
     }
   }
+  emit.flush();
+  res.delta_norm2 = emit.delta_norm2;
   return true;
 }
+
+// ---------------------------------------------------------------- verifying ahead
+
+// Runs check(site_hint, path) on the packages one after the other on a thread of its
+// own, at most one finished package ahead of the caller of next(): the next package
+// is verified and decrypted while the caller adds the last one in. Without a thread
+// (--threads 1) next() checks the package itself.
+class Verifier {
+ public:
+  struct Outcome {
+    std::string site_hint, path;
+    std::optional<Input> input;  // accepted so far, or why not:
+    std::string cls, why;
+    bool classed = false;  // a package::PackageError (cls is its failure class)
+  };
+  using Check = std::function<Input(const std::string&, const std::string&)>;
+
+  Verifier(std::vector<std::pair<std::string, std::string>> todo, Check check, bool threaded)
+      : todo_(std::move(todo)), check_(std::move(check)), threaded_(threaded) {
+    if (threaded_ && !todo_.empty()) t_ = std::thread([this] { loop(); });
+  }
+  ~Verifier() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (t_.joinable()) t_.join();
+  }
+  Verifier(const Verifier&) = delete;
+  Verifier& operator=(const Verifier&) = delete;
+
+  // The next package's outcome, in order; false after the last. Rethrows an error
+  // that is not the package's fault (I/O, a full disk, a bad identity).
+  bool next(Outcome& out) {
+    if (!threaded_) {
+      if (next_ == todo_.size()) return false;
+      out = run_one(next_++);
+      return true;
+    }
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [&] { return !done_.empty() || finished_; });
+    if (!done_.empty()) {
+      out = std::move(done_.front());
+      done_.pop_front();
+      cv_.notify_all();
+      return true;
+    }
+    if (error_) std::rethrow_exception(error_);
+    return false;
+  }
+  // Seconds spent verifying (on the thread: overlapping the caller's work).
+  double busy_seconds() {
+    std::lock_guard<std::mutex> l(m_);
+    return busy_;
+  }
+
+ private:
+  Outcome run_one(size_t i) {
+    auto t = Clock::now();
+    Outcome out;
+    out.site_hint = todo_[i].first;
+    out.path = todo_[i].second;
+    try {
+      out.input = check_(out.site_hint, out.path);
+    } catch (const package::PackageError& e) {
+      out.cls = e.class_name();
+      out.why = e.why();
+      out.classed = true;
+    } catch (const Error& e) {
+      if (e.code() != kExitDataErr && e.code() != kExitNoInput) throw;
+      out.cls = e.code() == kExitNoInput ? "missing" : "inner";
+      out.why = e.message();
+    }
+    std::lock_guard<std::mutex> l(m_);
+    busy_ += since(t);
+    return out;
+  }
+  void loop() {
+    for (size_t i = 0; i < todo_.size(); ++i) {
+      {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return stop_ || done_.empty(); });
+        if (stop_) return;
+      }
+      try {
+        Outcome o = run_one(i);
+        std::lock_guard<std::mutex> l(m_);
+        done_.push_back(std::move(o));
+      } catch (...) {
+        std::lock_guard<std::mutex> l(m_);
+        error_ = std::current_exception();
+        finished_ = true;
+        cv_.notify_all();
+        return;
+      }
+      cv_.notify_all();
+    }
+    std::lock_guard<std::mutex> l(m_);
+    finished_ = true;
+    cv_.notify_all();
+  }
+
+  std::vector<std::pair<std::string, std::string>> todo_;
+  Check check_;
+  bool threaded_;
+  size_t next_ = 0;
+  std::thread t_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<Outcome> done_;
+  bool stop_ = false, finished_ = false;
+  std::exception_ptr error_;
+  double busy_ = 0;
+};
+
+// ---------------------------------------------------------------- the update-major pass
+
+// The fedavg family without a weight cap or a clip quantile (DP included), update
+// after update, so that it overlaps the verification of the next package: each update
+// is read whole into one buffer, found finite (by its norm: float32 values squared
+// cannot overflow a float64 sum), scaled by its own clip factor and added into the
+// whole-model sum Σ a_k d_k (float64), a_k = n_k s_k, or s_k under DP. finish()
+// divides by Σ n_k (N under DP; nothing for a partial sum). Memory: the sum and one
+// update, whatever N.
+class Stream {
+ public:
+  Stream(const fed::RuleConfig& r, const std::vector<h5::TensorInfo>& params, size_t stride)
+      : r_(r), params_(params), stride_(stride) {
+    size_t total = 0;
+    for (const auto& p : params_) {
+      offset_.push_back(total);
+      total += h5::numel(p.shape);
+    }
+    sum_.assign(total, 0.0);
+    buf_.resize(total);
+  }
+
+  // Adds `in` (read from in.file, then closed): false, with nothing added, when it
+  // holds a non-finite value.
+  bool add(Input& in) {
+    float* b = buf_.data();
+    for (size_t t = 0; t < params_.size(); ++t) {
+      const size_t len = h5::numel(params_[t].shape);
+      in.file.read("delta/" + params_[t].name.substr(7), h5::DType::f32, b + offset_[t], len * 4);
+    }
+    in.file.close();
+    const size_t n = buf_.size();
+    double s[4] = {0, 0, 0, 0};  // four partial sums: no dependency chain
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (size_t j = 0; j < 4; ++j) s[j] += double(b[i + j]) * b[i + j];
+    for (; i < n; ++i) s[0] += double(b[i]) * b[i];
+    in.norm2 = (s[0] + s[1]) + (s[2] + s[3]);
+    if (!std::isfinite(in.norm2)) return false;
+    in.clip = fed::clip_factors({std::sqrt(in.norm2)}, r_, nullptr)[0];
+    in.sketch.clear();
+    for (size_t t = 0; t < params_.size(); ++t) {
+      const size_t len = h5::numel(params_[t].shape);
+      for (size_t k = 0; k < len; k += stride_) in.sketch.push_back(b[offset_[t] + k]);
+    }
+    const double a = (r_.dp_noise_multiplier > 0 ? 1.0 : in.examples) * in.clip;
+    double* acc = sum_.data();
+    for (size_t k = 0; k < n; ++k) acc[k] += a * double(b[k]);
+    return true;
+  }
+
+  // Δ of every tensor, in turn, to emit (the sum divided in place).
+  void finish(double divisor, Emit& emit) {
+    for (size_t t = 0; t < params_.size(); ++t) {
+      double* d = sum_.data() + offset_[t];
+      const size_t len = h5::numel(params_[t].shape);
+      if (divisor != 1)
+        for (size_t k = 0; k < len; ++k) d[k] /= divisor;
+      emit.tensor(params_[t], d);
+    }
+  }
+
+ private:
+  const fed::RuleConfig& r_;
+  const std::vector<h5::TensorInfo>& params_;
+  size_t stride_;
+  std::vector<size_t> offset_;
+  std::vector<double> sum_;
+  RawVector<float> buf_;
+};
 
 // ---------------------------------------------------------------- round steps
 
@@ -609,7 +874,33 @@ int run(const Options& o, const ToolContext& ctx) {
       throw Error(kExitTempFail, "round " + std::to_string(R) + " has no valid update", {},
                   std::to_string(rejected.size()) + " rejected");
   };
-  double verify_s = 0;
+  // The fedavg family without a weight cap or a clip quantile goes update after update
+  // (Stream), overlapping the verification of the next package; the other rules need
+  // every update at once and read them tensor after tensor once all are verified.
+  const bool update_major = o.combine.empty() && c.rule.linear() && c.rule.max_weight == 0 && c.rule.clip_quantile == 0;
+  std::unique_ptr<Stream> stream;
+  std::unique_ptr<h5::Output> out_global, out_partial, out_state;
+  PassResult res;
+  size_t largest = 0, total_params = 0;
+  for (const auto& p : params) {
+    largest = std::max<size_t>(largest, h5::numel(p.shape));
+    total_params += h5::numel(p.shape);
+  }
+  uint64_t dp_seed = 0;
+  if (c.rule.dp_noise_multiplier > 0) {
+    const std::string seed_path = c.state + "/round-" + std::to_string(R) + ".dp-seed";
+    if (!path_exists(seed_path)) {
+      uint8_t b[8];
+      randombytes_buf(b, sizeof b);
+      write_file_atomic(seed_path, to_hex(b, sizeof b) + "\n", false, 0600);
+    }
+    dp_seed = std::stoull(read_file(seed_path, 64), nullptr, 16);
+  }
+  std::unique_ptr<h5::File> state_in;
+  const std::string state_in_path = c.state + "/server-" + std::to_string(R) + ".h5";
+  if (c.rule.stateful() && path_exists(state_in_path)) state_in = std::make_unique<h5::File>(h5::File::open(state_in_path, {"checkpoint", true}));
+  else if (c.rule.stateful() && R > 0) log::warn("no server optimizer state " + state_in_path + ": starting it afresh");
+  double verify_s = 0, agg_s = 0;
   if (o.combine.empty()) {
     // Which packages are here: explicit paths, or <dir>/<site>.age of the expected sites.
     std::vector<std::pair<std::string, std::string>> present;  // site (or ""), path
@@ -648,13 +939,13 @@ int run(const Options& o, const ToolContext& ctx) {
         throw Error(kExitTempFail, "round " + std::to_string(R) + " has no package", {}, "nothing to aggregate yet");
     }
 
-    // Verify and decrypt each package into the private work folder.
+    // Verify and decrypt each package into the private work folder, on a thread of its
+    // own, one package ahead of the caller.
     fed::make_dirs(work);
     ::chmod(work.c_str(), 0700);
     std::vector<crypto::AgeIdentity> ids =
         crypto::load_identity_file(is_directory(o.key) ? o.key + "/age.key" : dirname_of(o.key) + "/age.key");
-    auto tv = Clock::now();
-    for (const auto& [site_hint, path] : present) {
+    auto check = [&](const std::string& site_hint, const std::string& path) {
       package::Expect ex;
       ex.federation = fed_id;
       ex.round = R;
@@ -664,13 +955,10 @@ int run(const Options& o, const ToolContext& ctx) {
       ex.accepted = ledger.accepted();
       ex.nonces = ledger.nonces();
       const std::string label = site_hint.empty() ? basename_of(path) : site_hint;
+      const std::string out = work + "/" + label + ".h5";
+      package::Checked ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, out, true, ctx.threads() > 1 ? 0 : 1);
+      Input in;
       try {
-        const std::string out = work + "/" + label + ".h5";
-        package::Checked ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, out, true, ctx.threads() > 1 ? 0 : 1);
-        bool dup = false;
-        for (const auto& in : inputs) dup |= in.site == ck.fields.site;
-        if (dup) throw package::PackageError(package::FailClass::fields, path, "a second package of site '" + ck.fields.site + "'");
-        Input in;
         in.site = ck.fields.site;
         in.package = path;
         in.plain = ck.fields.plain;
@@ -681,17 +969,52 @@ int run(const Options& o, const ToolContext& ctx) {
         if (!why.empty()) throw package::PackageError(package::FailClass::inner, path, "tensors: " + why);
         in.examples = double(in.file.attr_int("/", "num_examples"));
         if (!(in.examples >= 1)) throw package::PackageError(package::FailClass::inner, path, "num_examples is below 1");
-        inputs.push_back(std::move(in));
-      } catch (const package::PackageError& e) {
-        rejected.push_back({site_hint, path, e.class_name(), e.why()});
-        log::warn("rejected " + path + " (" + e.class_name() + "): " + e.why());
-      } catch (const Error& e) {
-        if (e.code() != kExitDataErr && e.code() != kExitNoInput) throw;
-        rejected.push_back({site_hint, path, e.code() == kExitNoInput ? "missing" : "inner", e.message()});
-        log::warn("rejected " + path + ": " + e.message());
+        in.train = train_record(in.file);
+      } catch (...) {
+        in.file.close();
+        if (!o.keep) std::remove(out.c_str());
+        throw;
       }
+      return in;
+    };
+    if (update_major) {
+      res.stride = std::max<uint64_t>(1, (total_params * present.size()) / (uint64_t(16) << 20) + 1);  // ≤ 16 M sketch values
+      stream = std::make_unique<Stream>(c.rule, params, res.stride);
     }
-    verify_s = since(tv);
+    Progress progress(update_major ? "aggregating" : "verifying", present.size());
+    std::set<std::string> seen;  // sites with an authentic package (even one rejected for its values)
+    Verifier ver(present, check, ctx.threads() > 1);
+    Verifier::Outcome oc;
+    while (ver.next(oc)) {
+      progress.add();
+      if (oc.input && !seen.insert(oc.input->site).second) {
+        oc.why = "a second package of site '" + oc.input->site + "'";
+        oc.cls = package::fail_class_name(package::FailClass::fields);
+        oc.classed = true;
+        oc.input->file.close();
+        if (!o.keep) std::remove(oc.input->h5path.c_str());
+        oc.input.reset();
+      }
+      if (!oc.input) {
+        rejected.push_back({oc.site_hint, oc.path, oc.cls, oc.why});
+        log::warn("rejected " + oc.path + (oc.classed ? " (" + oc.cls + ")" : "") + ": " + oc.why);
+        continue;
+      }
+      Input in = std::move(*oc.input);
+      if (update_major) {
+        auto t = Clock::now();
+        const bool finite = stream->add(in);
+        agg_s += since(t);
+        if (!o.keep) std::remove(in.h5path.c_str());  // the decrypted update is not needed any more
+        if (!finite) {
+          rejected.push_back({in.site, in.package, "values", "NaN or infinite values in the update"});
+          log::warn("rejected " + in.package + " (values): NaN or infinite values");
+          continue;
+        }
+      }
+      inputs.push_back(std::move(in));
+    }
+    verify_s = ver.busy_seconds();
     std::sort(inputs.begin(), inputs.end(), [](const Input& a, const Input& b) { return a.site < b.site; });
     require_valid_quorum();
   } else {
@@ -713,25 +1036,9 @@ int run(const Options& o, const ToolContext& ctx) {
     }
   }
 
-  // Aggregate (again without an input found to hold non-finite values).
-  std::unique_ptr<h5::Output> out_global, out_partial, out_state;
-  PassResult res;
-  uint64_t dp_seed = 0;
-  if (c.rule.dp_noise_multiplier > 0) {
-    const std::string seed_path = c.state + "/round-" + std::to_string(R) + ".dp-seed";
-    if (!path_exists(seed_path)) {
-      uint8_t b[8];
-      randombytes_buf(b, sizeof b);
-      write_file_atomic(seed_path, to_hex(b, sizeof b) + "\n", false, 0600);
-    }
-    dp_seed = std::stoull(read_file(seed_path, 64), nullptr, 16);
-  }
-  std::unique_ptr<h5::File> state_in;
-  const std::string state_in_path = c.state + "/server-" + std::to_string(R) + ".h5";
-  if (c.rule.stateful() && path_exists(state_in_path)) state_in = std::make_unique<h5::File>(h5::File::open(state_in_path, {"checkpoint", true}));
-  else if (c.rule.stateful() && R > 0) log::warn("no server optimizer state " + state_in_path + ": starting it afresh");
+  // Aggregate.
   auto ta = Clock::now();
-  for (;;) {
+  auto open_outputs = [&] {
     if (o.partial) {
       out_partial = std::make_unique<h5::Output>(o.out, "partial", "fedseg-aggregate", json{{"round", R}}.dump(), ctx.force());
     } else {
@@ -741,24 +1048,54 @@ int run(const Options& o, const ToolContext& ctx) {
         out_state = std::make_unique<h5::Output>(c.state + "/server-" + std::to_string(R + 1) + ".h5", "checkpoint",
                                                  "fedseg-aggregate", "{}", true);
     }
-    size_t bad = 0;
-    uint64_t work_total = 0;
-    for (const auto& p : params) work_total += h5::numel(p.shape) * inputs.size();
-    Progress progress("aggregating", work_total * (c.rule.needs_norms_first() ? 2 : 1));
-    bool ok = aggregate_pass(c, global, params, inputs, o.combine.empty() ? "delta" : "sum",
-                             out_global ? &out_global->file() : nullptr, out_partial ? &out_partial->file() : nullptr,
-                             state_in.get(), out_state ? &out_state->file() : nullptr, dp_seed, res, bad, &progress);
-    if (ok) break;
-    if (!o.combine.empty()) throw Error(kExitDataErr, "partial sum holds NaN or infinite values", inputs[bad].package);
-    rejected.push_back({inputs[bad].site, inputs[bad].package, "values", "NaN or infinite values in the update"});
-    log::warn("rejected " + inputs[bad].package + " (values): NaN or infinite values");
-    inputs.erase(inputs.begin() + long(bad));
-    out_global.reset();
-    out_partial.reset();
-    out_state.reset();
-    if (o.combine.empty()) require_valid_quorum();
+  };
+  if (update_major) {
+    // Δ = the sum over Σ n_k (N under DP; a partial sum keeps the raw sum).
+    open_outputs();
+    const size_t n = inputs.size();
+    std::vector<double> ex(n);
+    for (size_t k = 0; k < n; ++k) ex[k] = inputs[k].examples;
+    const bool dp = c.rule.dp_noise_multiplier > 0;
+    res.weight = o.partial ? ex : dp ? std::vector<double>(n, 1.0 / double(n)) : fed::example_weights(ex, 0);
+    res.clip.resize(n);
+    for (size_t k = 0; k < n; ++k) res.clip[k] = inputs[k].clip;
+    res.clip_threshold = c.rule.clip_norm;
+    double total_examples = 0;
+    for (double e : ex) total_examples += e;
+    Emit emit(c.rule, global, out_global ? &out_global->file() : nullptr, out_partial ? &out_partial->file() : nullptr,
+              state_in.get(), out_state ? &out_state->file() : nullptr, dp_seed, n, largest, res.stride);
+    emit.threaded = ctx.threads() > 1 && out_global;
+    if (emit.threaded) emit.w_pending.resize(largest);
+    stream->finish(o.partial ? 1.0 : dp ? double(n) : total_examples, emit);
+    emit.flush();
+    stream.reset();
+    res.dot.assign(n, 0);
+    sketch_dots(inputs, emit.delta_sketch, res);
+    res.delta_norm2 = emit.delta_norm2;
+    agg_s += since(ta);
+  } else {
+    // Tensor after tensor (again without an input found to hold non-finite values).
+    for (;;) {
+      open_outputs();
+      size_t bad = 0;
+      uint64_t work_total = 0;
+      for (const auto& p : params) work_total += h5::numel(p.shape) * inputs.size();
+      Progress progress("aggregating", work_total * (c.rule.needs_norms_first() ? 2 : 1));
+      bool ok = aggregate_pass(c, global, params, inputs, o.combine.empty() ? "delta" : "sum",
+                               out_global ? &out_global->file() : nullptr, out_partial ? &out_partial->file() : nullptr,
+                               state_in.get(), out_state ? &out_state->file() : nullptr, dp_seed, res, bad, &progress);
+      if (ok) break;
+      if (!o.combine.empty()) throw Error(kExitDataErr, "partial sum holds NaN or infinite values", inputs[bad].package);
+      rejected.push_back({inputs[bad].site, inputs[bad].package, "values", "NaN or infinite values in the update"});
+      log::warn("rejected " + inputs[bad].package + " (values): NaN or infinite values");
+      inputs.erase(inputs.begin() + long(bad));
+      out_global.reset();
+      out_partial.reset();
+      out_state.reset();
+      if (o.combine.empty()) require_valid_quorum();
+    }
+    agg_s = since(ta);
   }
-  const double agg_s = since(ta);
 
   // Per-input statistics and flags.
   const size_t N = inputs.size();
@@ -780,17 +1117,7 @@ int run(const Options& o, const ToolContext& ctx) {
            {"cosine", cosv}, {"clip_factor", res.clip[k]}, {"flags", flags}, {"plain", in.plain}, {"nonce", in.nonce},
            {"package", in.package}};
     if (!res.krum_scores.empty()) a["krum_score"] = res.krum_scores[k];
-    // What the site's fedseg-train recorded (absent from updates made by other tools).
-    json train = json::object();
-    if (in.file.is_open())
-      for (const char* name : {"epoch_loss", "train_dice", "train_dice_first_epoch"})
-        if (in.file.has_attr("/", name)) {
-          const h5::Attr v = in.file.attr("/", name);
-          if (const auto* vec = std::get_if<std::vector<double>>(&v)) train[name] = *vec;
-          else if (const auto* x = std::get_if<double>(&v)) train[name] = std::vector<double>{*x};
-        }
-    if (in.file.is_open() && in.file.has_attr("/", "epochs")) train["epochs"] = in.file.attr_int("/", "epochs");
-    a["train"] = train.empty() ? json(nullptr) : train;
+    a["train"] = in.train;
     accepted.push_back(a);
     if (o.combine.empty()) {
       ledger_acc.push_back({{"site", in.site}, {"plain", in.plain}, {"nonce", in.nonce}});
@@ -935,13 +1262,21 @@ const ToolDef& aggregate() {
           "the previous one, the new global model's and the accepted packages'), and LATEST, last. A crash at any "
           "point leaves the previous round intact; rerunning completes the round; a rerun after success does "
           "nothing and exits 0. --verify-ledger rechecks the whole chain against the exchange.\n\n"
-          "Memory: fedavg, the FedOpt rules and clipping stream one tensor of one update at a time (about one "
-          "model tensor per input for median, trimmed mean and Krum). --partial -o PARTIAL.h5 writes the "
+          "Speed and memory: the fedavg family (fedavg without max_weight, fedavgm, the FedOpt rules; with "
+          "clip_norm and DP too, not with clip_quantile) adds one update after the other into a float64 sum of "
+          "the whole model while a second thread verifies and decrypts the next package, and removes each "
+          "decrypted update once it is added in: about two models plus one update in memory, whatever the number "
+          "of sites. max_weight, clip_quantile, median, trimmed-mean and the Krum rules need every update at "
+          "once: all packages are verified first, then the updates are read one tensor at a time (one tensor "
+          "per input in memory). --threads 1 does it all on one thread, with the same result bit for bit. "
+          "--partial -o PARTIAL.h5 writes the "
           "example-weighted sum of the given packages and its total weight instead; --combine PARTIAL.h5... "
           "finishes the round from such partial sums (fedavg family), with the same result as aggregating all "
           "packages at once.\n\n"
           "STATE (--state, default AGG_ID_DIR/state/FEDERATION, mode 0700) holds the ledger, the server state "
-          "and, while a round runs, the decrypted updates (removed afterwards unless --keep-updates).",
+          "and, while a round runs, the decrypted updates (removed as soon as they are not needed, unless "
+          "--keep-updates). report.json's timings: verify_seconds, the time spent verifying and decrypting (on "
+          "its own thread, overlapping aggregate_seconds for the fedavg family), aggregate_seconds, total_seconds.",
           {{"fedseg-aggregate /srv/exchange --key /etc/fedseg/aggregator", "Aggregate the open round when its quorum is met."},
            {"fedseg-aggregate /srv/exchange --key agg --partial -o east.h5 --packages a.age b.age",
             "A partial sum of two packages, for hierarchical aggregation."},

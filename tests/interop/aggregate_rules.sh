@@ -92,11 +92,21 @@ partial_combine() {  # NAME CONFIG
 }
 partial_combine fedavg fedavg
 partial_combine clip fedavg:clip_norm=0.52
+# The same with --threads 1 (no verifying thread ahead, no compressing worker): the
+# same global model, bit for bit (the updates are added in the same order).
+for name in fedavg clip dp; do cp -a "ex-$name" "ex-$name-t1"; done
 
 # Round 0 of every federation.
 for c in "${CONFIGS[@]}"; do
   IFS='|' read -r name cfg rounds model <<<"$c"
   aggregate "ex-$name" "$name"
+done
+for name in fedavg clip dp; do
+  mkdir -p "st-$name-t1"
+  if [ "$name" = dp ]; then cp st-dp/round-0.dp-seed st-dp-t1/; fi  # the same noise
+  expect_exit 0 fedseg-aggregate "ex-$name-t1" --key agg --state "st-$name-t1" --threads 1 -q
+  # The decrypted updates are gone once the round is published.
+  [ ! -e "st-$name/round-0" ] && [ ! -e "st-$name-t1/round-0" ] || fail "$name: decrypted updates left in the state folder"
 done
 # A rerun after success does nothing.
 expect_exit 0 fedseg-aggregate ex-fedadam --key agg --state st-fedadam --round 0 --json
@@ -126,4 +136,13 @@ done
 echo "partial sums + combine vs direct aggregation:"
 "$PY" "$REF" same-global ex-fedavg ex-fedavg-combine || status=1
 "$PY" "$REF" same-global ex-clip ex-clip-combine || status=1
+echo "--threads 1 vs the default:"
+for name in fedavg clip dp; do
+  "$PY" "$REF" same-global "ex-$name" "ex-$name-t1" || status=1
+  cmp -s "ex-$name/rounds/1/global.h5" "ex-$name-t1/rounds/1/global.h5" ||
+    "$PY" -c 'import h5py, numpy as np, sys
+a, b = (h5py.File(p, "r")["params"] for p in sys.argv[1:])
+sys.exit(0 if all(np.array_equal(a[k][()], b[k][()]) for k in a) else "%s: not the same bits" % sys.argv[2])' \
+      "ex-$name/rounds/1/global.h5" "ex-$name-t1/rounds/1/global.h5" || status=1
+done
 [ "$status" = 0 ] || fail "fedseg-aggregate differs from the numpy reference (see MISMATCH lines above)"
