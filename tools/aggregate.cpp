@@ -57,8 +57,9 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // One accepted input: a site's update (or, when combining, a partial sum).
 struct Input {
   std::string site, package, plain, nonce;
-  std::string h5path;
+  std::string h5path;  // the decrypted update on disk, or "" when it is `image`
   double examples = 0;
+  std::unique_ptr<RawVector<uint8_t>> image;  // the decrypted update in memory (before `file`: outlives it)
   h5::File file;               // closed once a streamed update was added in
   nlohmann::json train = nullptr;  // what the site's fedseg-train recorded, or null
   double norm2 = 0, clip = 1;  // clip: the update-major pass's clip factor
@@ -537,7 +538,7 @@ class Stream {
       offset_.push_back(total);
       total += h5::numel(p.shape);
     }
-    sum_.assign(total, 0.0);
+    sum_.resize(total);  // written by the first add()
     buf_.resize(total);
   }
 
@@ -566,7 +567,11 @@ class Stream {
     }
     const double a = (r_.dp_noise_multiplier > 0 ? 1.0 : in.examples) * in.clip;
     double* acc = sum_.data();
-    for (size_t k = 0; k < n; ++k) acc[k] += a * double(b[k]);
+    if (first_)
+      for (size_t k = 0; k < n; ++k) acc[k] = a * double(b[k]);
+    else
+      for (size_t k = 0; k < n; ++k) acc[k] += a * double(b[k]);
+    first_ = false;
     return true;
   }
 
@@ -586,8 +591,31 @@ class Stream {
   const std::vector<h5::TensorInfo>& params_;
   size_t stride_;
   std::vector<size_t> offset_;
-  std::vector<double> sum_;
+  RawVector<double> sum_;
   RawVector<float> buf_;
+  bool first_ = true;
+};
+
+// Plaintext buffers handed from one package to the next: after the first two, no
+// allocation and no page faults per package.
+class BufferPool {
+ public:
+  std::unique_ptr<RawVector<uint8_t>> take() {
+    std::lock_guard<std::mutex> l(m_);
+    if (free_.empty()) return std::make_unique<RawVector<uint8_t>>();
+    std::unique_ptr<RawVector<uint8_t>> b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void give(std::unique_ptr<RawVector<uint8_t>> b) {
+    if (!b) return;
+    std::lock_guard<std::mutex> l(m_);
+    free_.push_back(std::move(b));
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<std::unique_ptr<RawVector<uint8_t>>> free_;
 };
 
 // ---------------------------------------------------------------- round steps
@@ -939,8 +967,11 @@ int run(const Options& o, const ToolContext& ctx) {
         throw Error(kExitTempFail, "round " + std::to_string(R) + " has no package", {}, "nothing to aggregate yet");
     }
 
-    // Verify and decrypt each package into the private work folder, on a thread of its
-    // own, one package ahead of the caller.
+    // Verify and decrypt each package, on a thread of its own, one package ahead of the
+    // caller: into memory for the fedseg family (unless --keep-updates), else into the
+    // private work folder.
+    const bool in_memory = update_major && !o.keep;
+    BufferPool pool;
     fed::make_dirs(work);
     ::chmod(work.c_str(), 0700);
     std::vector<crypto::AgeIdentity> ids =
@@ -955,16 +986,24 @@ int run(const Options& o, const ToolContext& ctx) {
       ex.accepted = ledger.accepted();
       ex.nonces = ledger.nonces();
       const std::string label = site_hint.empty() ? basename_of(path) : site_hint;
-      const std::string out = work + "/" + label + ".h5";
-      package::Checked ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, out, true, ctx.threads() > 1 ? 0 : 1);
+      const std::string out = in_memory ? "" : work + "/" + label + ".h5";
+      const int threads = ctx.threads() > 1 ? 0 : 1;
       Input in;
       try {
+        package::Checked ck;
+        if (in_memory) {
+          in.image = pool.take();
+          ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, *in.image, threads);
+          in.file = h5::File::open_image(in.image->data(), in.image->size(), path, {"update", true});
+        } else {
+          ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, out, true, threads);
+          in.file = h5::File::open(out, {"update", true});
+        }
         in.site = ck.fields.site;
         in.package = path;
         in.plain = ck.fields.plain;
         in.nonce = ck.fields.nonce;
         in.h5path = out;
-        in.file = h5::File::open(out, {"update", true});
         std::string why = tensors_mismatch(in.file, "delta", params);
         if (!why.empty()) throw package::PackageError(package::FailClass::inner, path, "tensors: " + why);
         in.examples = double(in.file.attr_int("/", "num_examples"));
@@ -972,7 +1011,8 @@ int run(const Options& o, const ToolContext& ctx) {
         in.train = train_record(in.file);
       } catch (...) {
         in.file.close();
-        if (!o.keep) std::remove(out.c_str());
+        pool.give(std::move(in.image));
+        if (!out.empty() && !o.keep) std::remove(out.c_str());
         throw;
       }
       return in;
@@ -992,7 +1032,8 @@ int run(const Options& o, const ToolContext& ctx) {
         oc.cls = package::fail_class_name(package::FailClass::fields);
         oc.classed = true;
         oc.input->file.close();
-        if (!o.keep) std::remove(oc.input->h5path.c_str());
+        pool.give(std::move(oc.input->image));
+        if (!oc.input->h5path.empty() && !o.keep) std::remove(oc.input->h5path.c_str());
         oc.input.reset();
       }
       if (!oc.input) {
@@ -1005,7 +1046,8 @@ int run(const Options& o, const ToolContext& ctx) {
         auto t = Clock::now();
         const bool finite = stream->add(in);
         agg_s += since(t);
-        if (!o.keep) std::remove(in.h5path.c_str());  // the decrypted update is not needed any more
+        pool.give(std::move(in.image));  // the decrypted update is not needed any more
+        if (!in.h5path.empty() && !o.keep) std::remove(in.h5path.c_str());
         if (!finite) {
           rejected.push_back({in.site, in.package, "values", "NaN or infinite values in the update"});
           log::warn("rejected " + in.package + " (values): NaN or infinite values");
@@ -1196,8 +1238,7 @@ int run(const Options& o, const ToolContext& ctx) {
               {"timings", {{"verify_seconds", verify_s}, {"aggregate_seconds", agg_s}, {"total_seconds", since(t0)}}},
               {"created", fed::utc_now_iso()}};
   const std::string rep = fed::report_path(o.exchange, R);
-  write_file_atomic(rep, report.dump(2) + "\n", true, 0644);
-  fed::sign_published(key, rep, fed_id, R, "report", true);
+  fed::publish_signed(key, rep, report.dump(2) + "\n", fed_id, R, "report");
   if (out_state) {
     out_state->file().set_attr("/", "rule", c.rule.to_json().dump());
     out_state->file().set_attr("/", "round", R + 1);

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "core/atomic_file.h"
+#include "core/buffer.h"
 #include "core/error.h"
 #include "core/tool.h"
 #include "crypto/age.h"
@@ -106,7 +107,7 @@ int run(const Options& o, const ToolContext& ctx) {
   if (!ends_with_str(o.package, ".age")) return run_published(o, ctx);
   if (o.federation.empty() == o.pub.empty()) throw Error(kExitUsage, "give exactly one of --federation and --pub");
   if (!o.aggregator_pub.empty() && o.federation.empty()) throw Error(kExitUsage, "--aggregator-pub needs --federation");
-  if (o.identity.empty() != o.out.empty()) throw Error(kExitUsage, "--identity and -o go together");
+  if (!o.out.empty() && o.identity.empty()) throw Error(kExitUsage, "-o needs --identity");
   if (o.expect_round < -1) throw Error(kExitUsage, "--expect-round must be >= 0");
   if (!o.expect_kind.empty() && o.expect_kind != "update" && o.expect_kind != "metrics" && o.expect_kind != "global")
     throw Error(kExitUsage, "invalid --expect-kind", o.expect_kind, "use update, metrics or global");
@@ -136,8 +137,12 @@ int run(const Options& o, const ToolContext& ctx) {
   package::Checked c;
   uint64_t plain_bytes = 0;
   try {
-    if (o.out.empty()) {
+    if (o.identity.empty()) {
       c = package::check(o.package, o.signature, signers, ex, ctx.threads());
+    } else if (o.out.empty()) {
+      RawVector<uint8_t> plain;  // every check, nothing written
+      c = package::check_and_unpack(o.package, o.signature, signers, ex, ids, plain, ctx.threads());
+      plain_bytes = c.plain_bytes;
     } else {
       c = package::check_and_unpack(o.package, o.signature, signers, ex, ids, o.out, ctx.force(), ctx.threads());
       plain_bytes = c.plain_bytes;
@@ -161,7 +166,7 @@ int run(const Options& o, const ToolContext& ctx) {
                    {"age_bytes", c.age_bytes},
                    {"fields", f.to_json()},
                    {"unpacked", o.out.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.out)},
-                   {"plain_bytes", o.out.empty() ? nlohmann::json(nullptr) : nlohmann::json(plain_bytes)}});
+                   {"plain_bytes", o.identity.empty() ? nlohmann::json(nullptr) : nlohmann::json(plain_bytes)}});
     return kExitOk;
   }
   if (ctx.common().quiet) return kExitOk;
@@ -177,6 +182,8 @@ int run(const Options& o, const ToolContext& ctx) {
             << "  nonce       " << f.nonce << "\n";
   if (!o.out.empty())
     std::cout << "  unpacked    " << o.out << " (" << plain_bytes << " bytes, sha256 and inner attributes match)\n";
+  else if (!o.identity.empty())
+    std::cout << "  decrypted   in memory (" << plain_bytes << " bytes, sha256 and inner attributes match; nothing written)\n";
   return kExitOk;
 }
 
@@ -188,7 +195,7 @@ const ToolDef& verify() {
           "verify",
           "check a package's signature and signed fields, and optionally decrypt it",
           "NAME.age (--federation federation.json [--aggregator-pub PUB_DIR] | --pub PUB_DIR) "
-          "[--identity ID_DIR -o PLAIN.h5] [--expect-federation F] [--expect-round R] [--expect-site S]",
+          "[--identity ID_DIR [-o PLAIN.h5]] [--expect-federation F] [--expect-round R] [--expect-site S]",
           "Checks the package NAME.age and its signature NAME.age.minisig, in this order, and stops at the first "
           "failure (fail closed):\n\n"
           "size: NAME.age is not larger than --max-size. signature: the .minisig is exactly the four lines "
@@ -210,7 +217,10 @@ const ToolDef& verify() {
           "plaintext); only then is the temp file opened as HDF5: its root attributes federation, round, site, "
           "kind and base_sha256 must equal the signed fields (another site cannot re-sign a package it did not "
           "make). PLAIN.h5 (mode 0600) appears only when every check passed; on any failure the temp file is "
-          "removed and no plaintext is left behind. When the signature fails, decryption is stopped at once.\n\n"
+          "removed and no plaintext is left behind. When the signature fails, decryption is stopped at once. "
+          "--identity without -o runs the same steps with the plaintext in memory (as much memory as the "
+          "plaintext is large) and writes nothing: a complete check of a package that leaves no plaintext on "
+          "disk.\n\n"
           "--threads 1 runs every step on one thread, one after the other: the whole NAME.age is hashed and its "
           "signature verified before anything is decrypted; same result, slower. Any other value runs the "
           "concurrent stages: five threads (read + BLAKE2b, decrypt, zstd -d, SHA-256 + write, and one that "

@@ -173,6 +173,7 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::write(const void* data, size_t size) {
+  synced_ = false;
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     ssize_t n = ::write(fd_, p, size);
@@ -185,8 +186,8 @@ void AtomicFile::write(const void* data, size_t size) {
   }
 }
 
-void AtomicFile::commit() {
-  if (done_) throw Error(kExitSoftware, "output committed twice", final_);
+void AtomicFile::sync() {
+  if (done_) throw Error(kExitSoftware, "output synced after its commit", final_);
   // Sync through a fresh descriptor too: another library (HDF5) may have written
   // the file through its own.
   int fd = ::open(temp_.c_str(), O_RDONLY | O_CLOEXEC);
@@ -197,6 +198,12 @@ void AtomicFile::commit() {
     throw_errno(kExitIoErr, "cannot sync", final_, e);
   }
   ::close(fd);
+  synced_ = true;
+}
+
+void AtomicFile::commit(bool sync_dir) {
+  if (done_) throw Error(kExitSoftware, "output committed twice", final_);
+  if (!synced_) sync();
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -210,7 +217,7 @@ void AtomicFile::commit() {
   done_ = true;
   unregister_temp(slot_);
   slot_ = -1;
-  fsync_dir(dirname_of(final_));
+  if (sync_dir) fsync_dir(dirname_of(final_));
 }
 
 void AtomicFile::discard() {

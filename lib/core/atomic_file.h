@@ -30,9 +30,12 @@ class AtomicFile {
   // (HDF5) need not use this.
   void write(const void* data, size_t size);
 
-  // fsync the temp file, rename it to the final name, fsync the folder. Throws
-  // Error 73 if the final name appeared meanwhile and !overwrite, 74 on I/O errors.
-  void commit();
+  // fsync the temp file (unless sync() did), rename it to the final name, fsync the
+  // folder (unless !sync_dir: the caller commits another file there right after).
+  // Throws Error 73 if the final name appeared meanwhile and !overwrite, 74 on I/O errors.
+  void commit(bool sync_dir = true);
+  // fsync the temp file now, so that commit() only renames.
+  void sync();
   // Removes the temp file now (also done by the destructor when not committed).
   void discard();
 
@@ -55,7 +58,7 @@ class AtomicFile {
   bool overwrite_;
   int fd_ = -1;
   int slot_ = -1;
-  bool done_ = false;
+  bool done_ = false, synced_ = false;
 };
 
 // Convenience: writes bytes to path atomically.

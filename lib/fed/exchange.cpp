@@ -61,8 +61,7 @@ Latest Latest::parse(const std::string& text, const std::string& name) {
 
 void write_latest(const std::string& ex, const Latest& l, const crypto::MinisignSecretKey& key) {
   const std::string p = latest_path(ex);
-  write_file_atomic(p, l.to_json().dump(2) + "\n", true, 0644);
-  sign_published(key, p, l.federation, l.round, "latest", true);
+  publish_signed(key, p, l.to_json().dump(2) + "\n", l.federation, l.round, "latest");
 }
 
 Latest read_latest(const std::string& ex, const crypto::MinisignPublicKey& key, const std::string& federation) {

@@ -53,11 +53,11 @@ crypto::MinisignSecretKey load_signing_key(const std::string& id, const crypto::
   return crypto::MinisignSecretKey::load(is_directory(id) ? id + "/minisign.key" : id, password);
 }
 
-package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
-                               const std::string& federation, int64_t round, const std::string& kind,
-                               bool overwrite) {
-  Hashes h = hash_file(path);
-  package::Fields f;
+namespace {
+
+// The .minisig text for a published file of these hashes; f receives its fields.
+std::string published_sig(const crypto::MinisignSecretKey& key, const Hashes& h, const std::string& sig_path,
+                          const std::string& federation, int64_t round, const std::string& kind, package::Fields& f) {
   f.federation = federation;
   f.round = round;
   f.site = "-";
@@ -70,9 +70,37 @@ package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::
   randombytes_buf(nonce, sizeof nonce);
   f.nonce = to_hex(nonce, sizeof nonce);
   // Round-trip through the strict parser: never sign a comment we would refuse.
-  package::Fields::parse(f.comment(), path + ".minisig");
-  std::string sig = crypto::sign_prehashed(key, h.blake, f.comment(), "fedseg " + kind + " signed by the aggregator");
+  package::Fields::parse(f.comment(), sig_path);
+  return crypto::sign_prehashed(key, h.blake, f.comment(), "fedseg " + kind + " signed by the aggregator");
+}
+
+}  // namespace
+
+package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
+                               const std::string& federation, int64_t round, const std::string& kind,
+                               bool overwrite) {
+  package::Fields f;
+  std::string sig = published_sig(key, hash_file(path), path + ".minisig", federation, round, kind, f);
   write_file_atomic(path + ".minisig", sig, overwrite, 0644);
+  return f;
+}
+
+package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::string& path, const std::string& content,
+                               const std::string& federation, int64_t round, const std::string& kind) {
+  Hashes h;
+  crypto::Blake2b512 b;
+  b.update(content.data(), content.size());
+  h.blake = b.final();
+  h.sha256 = sha256_hex(content.data(), content.size());
+  package::Fields f;
+  const std::string sig_text = published_sig(key, h, path + ".minisig", federation, round, kind, f);
+  AtomicFile body(path, true, 0644), sig(path + ".minisig", true, 0644);
+  body.write(content.data(), content.size());
+  sig.write(sig_text.data(), sig_text.size());
+  body.sync();
+  sig.sync();
+  body.commit(false);  // the two renames back to back, one folder sync after both
+  sig.commit();
   return f;
 }
 

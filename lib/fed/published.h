@@ -32,6 +32,12 @@ struct PublishedExpect {
 package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
                                const std::string& federation, int64_t round, const std::string& kind,
                                bool overwrite);
+// Writes `content` to path and its signature (as sign_published) to path.minisig: both
+// made and synced under temp names first, then renamed one right after the other, so
+// that a crash leaves them out of step only between two renames (readers retry; the
+// aggregator's next run repairs it), not for the time of a signature and two fsyncs.
+package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::string& path, const std::string& content,
+                               const std::string& federation, int64_t round, const std::string& kind);
 
 // Verifies path against sig_path (default path + ".minisig") and `key`. Error 66
 // when a file is missing; package::PackageError (exit 65, class signature, fields

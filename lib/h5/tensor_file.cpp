@@ -1,5 +1,6 @@
 #include "h5/tensor_file.h"
 
+#include <hdf5_hl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -341,6 +342,29 @@ File File::open(const std::string& path, const OpenOptions& opts) {
   f.path_ = path;
   f.id_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (f.id_ < 0) throw Error(kExitDataErr, "cannot read", path, "corrupt HDF5 file: " + h5_reason("H5Fopen failed"));
+  f.check_schema(opts);
+  return f;
+}
+
+File File::open_image(const void* data, size_t size, const std::string& label, const OpenOptions& opts) {
+  quiet();
+  register_zstd_filter();
+  bool signature = false;  // at 0, 512, 1024, 2048, ... (after a user block), as HDF5 looks for it
+  for (size_t at = 0; at + 8 <= size && !signature; at = at ? 2 * at : 512)
+    signature = std::memcmp(static_cast<const char*>(data) + at, "\x89HDF\r\n\x1a\n", 8) == 0;
+  if (!signature) throw Error(kExitDataErr, "cannot read", label, "not an HDF5 file");
+  File f;
+  f.path_ = label;
+  // Read-only, neither copied nor freed by HDF5: the caller keeps `data` until close().
+  f.id_ = H5LTopen_file_image(const_cast<void*>(data), size, H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
+  if (f.id_ < 0) throw Error(kExitDataErr, "cannot read", label, "corrupt HDF5 file: " + h5_reason("H5LTopen_file_image failed"));
+  f.check_schema(opts);
+  return f;
+}
+
+void File::check_schema(const OpenOptions& opts) {
+  File& f = *this;
+  const std::string& path = path_;
   if (!opts.check_schema) {
     if (f.has_attr("/", "fedseg_format") && f.has_attr("/", "kind")) {
       try {
@@ -349,7 +373,7 @@ File File::open(const std::string& path, const OpenOptions& opts) {
       } catch (const Error&) {
       }
     }
-    return f;
+    return;
   }
   if (!f.has_attr("/", "fedseg_format"))
     throw Error(kExitDataErr, "cannot read", path, "not a fedseg file (no 'fedseg_format' attribute)");
@@ -366,7 +390,6 @@ File File::open(const std::string& path, const OpenOptions& opts) {
     throw Error(kExitDataErr, "cannot read", path, "unknown kind '" + f.kind_ + "'");
   if (!opts.expect_kind.empty() && f.kind_ != opts.expect_kind)
     throw Error(kExitDataErr, "wrong kind of file", path, "is a " + f.kind_ + " file, expected " + opts.expect_kind);
-  return f;
 }
 
 File File::create(const std::string& path, const std::string& kind, const std::string& tool,

@@ -105,6 +105,9 @@ class File {
   // Opens read-only. Error 66 if missing, 65 if not HDF5, truncated, corrupt, not a
   // fedseg file, of an unknown kind or a newer format version.
   static File open(const std::string& path, const OpenOptions& opts = {});
+  // The same from a file image in memory (read-only, not copied: `data` must outlive
+  // the File). `label` names it in errors.
+  static File open_image(const void* data, size_t size, const std::string& label, const OpenOptions& opts = {});
   // Creates (truncating) path and writes the root schema attributes. `tool` is
   // e.g. "fedseg-train 0.1.0"; provenance a JSON string.
   static File create(const std::string& path, const std::string& kind, const std::string& tool,
@@ -173,6 +176,7 @@ class File {
   static constexpr uint64_t kMaxReadBytes = uint64_t(1) << 34;
 
  private:
+  void check_schema(const OpenOptions& opts);  // the schema part of open()
   uint64_t checked_numel(const TensorInfo& ti) const;
   hid_t id_ = -1;
   std::string path_, kind_;

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -21,6 +22,7 @@
 #include <thread>
 
 #include "core/atomic_file.h"
+#include "core/buffer.h"
 #include "core/sha256.h"
 #include "crypto/encoding.h"
 #include "h5/tensor_file.h"
@@ -306,6 +308,7 @@ class Writeback {
  public:
   Writeback(const std::string& path, bool background)
       : fd_(::open(path.c_str(), O_WRONLY | O_CLOEXEC)), background_(background) {}
+  Writeback() : fd_(-1), background_(false) {}  // nothing to flush (a plaintext kept in memory)
   ~Writeback() {
     stop();
     if (fd_ >= 0) ::close(fd_);
@@ -840,19 +843,30 @@ class PipeSource : public crypto::Source {
   size_t pos_ = 0;
 };
 
-// Where the plaintext goes: SHA-256, the temp file, the size cap.
+// Where the plaintext goes: SHA-256, the temp file or memory, the size cap.
 struct PlainOut {
   PlainOut(AtomicFile& f, uint64_t max_bytes, std::string subject, bool background)
-      : file(f), wb(f.temp_path(), background), cap(max_bytes), subject(std::move(subject)) {}
+      : file(&f), wb(f.temp_path(), background), cap(max_bytes), subject(std::move(subject)) {}
+  // Into `m` (emptied; `expect` bytes reserved, it grows past them if need be).
+  PlainOut(RawVector<uint8_t>& m, uint64_t expect, uint64_t max_bytes, std::string subject)
+      : mem(&m), cap(max_bytes), subject(std::move(subject)) {
+    m.clear();
+    m.reserve(size_t(std::min(expect, max_bytes)));
+  }
   void put(const uint8_t* d, size_t n) {
     if (n > cap - bytes)
       throw PackageError(FailClass::size, subject, "plaintext over the limit of " + std::to_string(cap) + " bytes");
     sha.update(d, n);
-    file.write(d, n);
+    if (file) {
+      file->write(d, n);
+      wb.wrote(n);
+    } else {
+      mem->insert(mem->end(), d, d + n);
+    }
     bytes += n;
-    wb.wrote(n);
   }
-  AtomicFile& file;
+  AtomicFile* file = nullptr;
+  RawVector<uint8_t>* mem = nullptr;
   Writeback wb;
   Sha256 sha;
   uint64_t bytes = 0, cap;
@@ -983,19 +997,18 @@ PackageError decrypt_error(const std::string& subject, const crypto::DecryptErro
   return PackageError(FailClass::decrypt, subject, std::string(e.kind_name()) + ": " + e.why());
 }
 
-// Steps hash → inner → publish, once the plaintext is in out's temp file and the
-// file signature verified.
-void finish_unpack(const Checked& c, const Decoder& dec, PlainOut& po, AtomicFile& out) {
-  po.wb.flush_async();  // the temp file's last flush overlaps the checks below
+// Steps hash → inner, once the plaintext is complete and the file signature verified.
+// HDF5 sees the bytes only now (opened by open_inner).
+void check_plaintext(const Checked& c, const Decoder& dec, PlainOut& po, const std::function<h5::File()>& open_inner) {
   const Fields& f = c.fields;
   if (dec.zstd && dec.zrem != 0) throw PackageError(FailClass::decrypt, c.age_path, "compressed payload is truncated");
   // hash
   std::string plain = po.sha.hex();
   if (plain != f.plain)
     throw PackageError(FailClass::hash, c.age_path, "plaintext sha256 " + plain + " is not the signed " + f.plain);
-  // inner: HDF5 sees the bytes only now.
+  // inner
   try {
-    h5::File h = h5::File::open(out.temp_path(), {f.kind, true});
+    h5::File h = open_inner();
     Fields inner = bound_attributes(h, c.age_path);
     auto cmp = [&](const char* name, const std::string& a, const std::string& b) {
       if (a != b)
@@ -1012,16 +1025,45 @@ void finish_unpack(const Checked& c, const Decoder& dec, PlainOut& po, AtomicFil
   } catch (const Error& e) {
     throw PackageError(FailClass::inner, c.age_path, "the HDF5 inside is not a valid " + f.kind + " file: " + e.why());
   }
-  po.wb.stop();
-  out.commit();
 }
+
+// Steps hash → inner → publish: the plaintext is in out's temp file (renamed into
+// place), or, without `out`, in po.mem.
+void finish_unpack(const Checked& c, const Decoder& dec, PlainOut& po, AtomicFile* out) {
+  if (!out) {
+    check_plaintext(c, dec, po, [&] { return h5::File::open_image(po.mem->data(), po.mem->size(), c.age_path, {c.fields.kind, true}); });
+    return;
+  }
+  po.wb.flush_async();  // the temp file's last flush overlaps the checks below
+  check_plaintext(c, dec, po, [&] { return h5::File::open(out->temp_path(), {c.fields.kind, true}); });
+  po.wb.stop();
+  out->commit();
+}
+
+// Where unpack() and check_and_unpack() put the plaintext: a file (written
+// atomically) or memory.
+struct Sink {
+  Sink(const std::string& out_path, bool overwrite, RawVector<uint8_t>* mem_) : mem(mem_) {
+    if (!mem) file.emplace(out_path, overwrite, 0600);
+  }
+  PlainOut& plain_out(const Checked& c, const Expect& ex, bool background) {
+    if (mem) po.emplace(*mem, c.stamp.size, ex.max_plain_size, c.age_path);
+    else po.emplace(*file, ex.max_plain_size, c.age_path, background);
+    return *po;
+  }
+  RawVector<uint8_t>* mem;
+  std::optional<AtomicFile> file;
+  std::optional<PlainOut> po;
+};
 
 }  // namespace
 
-uint64_t unpack(const Checked& c, const std::vector<crypto::AgeIdentity>& identities, const std::string& out_path,
-                const Expect& ex, bool overwrite, int threads) {
+namespace {
+
+uint64_t unpack_to(const Checked& c, const std::vector<crypto::AgeIdentity>& identities, const std::string& out_path,
+                   RawVector<uint8_t>* mem, const Expect& ex, bool overwrite, int threads) {
   if (identities.empty()) throw Error(kExitUsage, "no identity to decrypt with");
-  AtomicFile out(out_path, overwrite, 0600);
+  Sink sink(out_path, overwrite, mem);
   Fd in(c.age_path);
   auto unchanged = [&] {
     if (!(stamp_of(in.fd(), c.age_path) == c.stamp))
@@ -1029,7 +1071,7 @@ uint64_t unpack(const Checked& c, const std::vector<crypto::AgeIdentity>& identi
   };
   unchanged();
   Decoder dec(c.fields.enc == "zstd+age");
-  PlainOut po(out, ex.max_plain_size, c.age_path, threads != 1);
+  PlainOut& po = sink.plain_out(c, ex, threads != 1);
   FdReadSource src(in);
   try {
     if (threads == 1) {
@@ -1042,25 +1084,25 @@ uint64_t unpack(const Checked& c, const std::vector<crypto::AgeIdentity>& identi
     throw decrypt_error(c.age_path, e);
   }
   unchanged();
-  finish_unpack(c, dec, po, out);
+  finish_unpack(c, dec, po, sink.file ? &*sink.file : nullptr);
   return po.bytes;
 }
 
-Checked check_and_unpack(const std::string& age_path, const std::string& sig_path, const Signers& signers,
-                         const Expect& ex, const std::vector<crypto::AgeIdentity>& identities,
-                         const std::string& out_path, bool overwrite, int threads) {
+Checked check_and_unpack_to(const std::string& age_path, const std::string& sig_path, const Signers& signers,
+                            const Expect& ex, const std::vector<crypto::AgeIdentity>& identities,
+                            const std::string& out_path, RawVector<uint8_t>* mem, bool overwrite, int threads) {
   if (identities.empty()) throw Error(kExitUsage, "no identity to decrypt with");
   if (threads == 1) {
     Checked c = check(age_path, sig_path, signers, ex, 1);
-    c.plain_bytes = unpack(c, identities, out_path, ex, overwrite, 1);
+    c.plain_bytes = unpack_to(c, identities, out_path, mem, ex, overwrite, 1);
     return c;
   }
   Fd in(age_path);
   Preflight p = preflight(in, sig_path, signers, ex);
   Checked& c = p.c;
-  AtomicFile out(out_path, overwrite, 0600);
+  Sink sink(out_path, overwrite, mem);
   Decoder dec(c.fields.enc == "zstd+age");
-  PlainOut po(out, ex.max_plain_size, age_path, true);
+  PlainOut& po = sink.plain_out(c, ex, true);
 
   // One reader hashes every block of the .age file and hands it on to the decrypt
   // stages, so both see the same bytes. It always reads to the end, even when the
@@ -1132,16 +1174,43 @@ Checked check_and_unpack(const std::string& age_path, const std::string& sig_pat
       throw decrypt_error(age_path, e);
     }
   }
-  finish_unpack(c, dec, po, out);
+  finish_unpack(c, dec, po, sink.file ? &*sink.file : nullptr);
   c.plain_bytes = po.bytes;
   return c;
+}
+
+}  // namespace
+
+uint64_t unpack(const Checked& c, const std::vector<crypto::AgeIdentity>& identities, const std::string& out_path,
+                const Expect& ex, bool overwrite, int threads) {
+  return unpack_to(c, identities, out_path, nullptr, ex, overwrite, threads);
+}
+
+Checked check_and_unpack(const std::string& age_path, const std::string& sig_path, const Signers& signers,
+                         const Expect& ex, const std::vector<crypto::AgeIdentity>& identities,
+                         const std::string& out_path, bool overwrite, int threads) {
+  return check_and_unpack_to(age_path, sig_path, signers, ex, identities, out_path, nullptr, overwrite, threads);
+}
+
+Checked check_and_unpack(const std::string& age_path, const std::string& sig_path, const Signers& signers,
+                         const Expect& ex, const std::vector<crypto::AgeIdentity>& identities, RawVector<uint8_t>& plain,
+                         int threads) {
+  return check_and_unpack_to(age_path, sig_path, signers, ex, identities, {}, &plain, false, threads);
 }
 
 Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
                           const std::vector<crypto::AgeIdentity>& identities, Expect expect,
                           const std::string& out_path, bool overwrite, int threads) {
   if (expect.federation.empty()) expect.federation = roster.federation();
-  return check_and_unpack(age_path, {}, Signers::from_roster(roster), expect, identities, out_path, overwrite, threads);
+  return check_and_unpack_to(age_path, {}, Signers::from_roster(roster), expect, identities, out_path, nullptr, overwrite,
+                             threads);
+}
+
+Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
+                          const std::vector<crypto::AgeIdentity>& identities, Expect expect, RawVector<uint8_t>& plain,
+                          int threads) {
+  if (expect.federation.empty()) expect.federation = roster.federation();
+  return check_and_unpack(age_path, {}, Signers::from_roster(roster), expect, identities, plain, threads);
 }
 
 }  // namespace fedseg::package

@@ -43,6 +43,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/buffer.h"
 #include "core/error.h"
 #include "crypto/age.h"
 #include "crypto/minisign.h"
@@ -192,11 +193,20 @@ uint64_t unpack(const Checked& checked, const std::vector<crypto::AgeIdentity>& 
 Checked check_and_unpack(const std::string& age_path, const std::string& sig_path, const Signers& signers,
                          const Expect& expect, const std::vector<crypto::AgeIdentity>& identities,
                          const std::string& out_path, bool overwrite, int threads = 0);
+// The same into memory: `plain` receives the plaintext (an HDF5 file image, checked
+// as above; h5::File::open_image opens it). Nothing is written to disk.
+Checked check_and_unpack(const std::string& age_path, const std::string& sig_path, const Signers& signers,
+                         const Expect& expect, const std::vector<crypto::AgeIdentity>& identities,
+                         RawVector<uint8_t>& plain, int threads = 0);
 
 // The aggregator's entry point: check_and_unpack() against the roster.
 // expect.federation defaults to the roster's federation.
 Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
                           const std::vector<crypto::AgeIdentity>& identities, Expect expect,
                           const std::string& out_path, bool overwrite = false, int threads = 0);
+// The same into memory (check_and_unpack() into `plain`).
+Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
+                          const std::vector<crypto::AgeIdentity>& identities, Expect expect, RawVector<uint8_t>& plain,
+                          int threads = 0);
 
 }  // namespace fedseg::package

@@ -212,6 +212,14 @@ TEST(PackageRoundTrip, SizesAcrossBlocksWithAndWithoutZstd) {
         Checked c = verify_and_unpack(o.output, fed.roster(), {fed.b.age}, ex, out, true);
         EXPECT_EQ(c.signer, "hospital-a");
         EXPECT_EQ(sha256_file(out), r.fields.plain) << floats << " " << level;
+        for (int threads : {0, 1}) {  // into memory: the same bytes, the file's image opens
+          RawVector<uint8_t> plain;
+          plain.assign(3, 7);  // emptied first
+          Checked m = verify_and_unpack(o.output, fed.roster(), {fed.b.age}, ex, plain, threads);
+          EXPECT_EQ(m.plain_bytes, plain.size());
+          EXPECT_EQ(sha256_hex(plain.data(), plain.size()), r.fields.plain) << floats << " " << level << " " << threads;
+          EXPECT_EQ(h5::File::open_image(plain.data(), plain.size(), "image", {"update", true}).kind(), "update");
+        }
         // The standard decryption of the same file (no zstd) gives the same bytes.
         if (level == 0) {
           crypto::FileSource src(o.output);
@@ -234,8 +242,16 @@ TEST(PackageAggregator, FailClosedClasses) {
   o.zstd_level = 3;
   PackResult r = pack(o, fed.a.sign);
   const std::string out = fed.dir + "/out.h5";
+  // Into a file, and into memory (the aggregator's way) with and without threads: the
+  // same class each time.
   auto run = [&](Expect ex, std::vector<crypto::AgeIdentity> ids) {
-    return class_of([&] { verify_and_unpack(o.output, fed.roster(), ids, ex, out); });
+    FailClass to_file = class_of([&] { verify_and_unpack(o.output, fed.roster(), ids, ex, out); });
+    for (int threads : {0, 1}) {
+      RawVector<uint8_t> plain;
+      EXPECT_EQ(class_of([&] { verify_and_unpack(o.output, fed.roster(), ids, ex, plain, threads); }), to_file)
+          << "in memory, threads " << threads;
+    }
+    return to_file;
   };
   Expect ok;
   ok.round = 3;
@@ -291,6 +307,20 @@ TEST(PackageAggregator, FailClosedClasses) {
   pack(o, fed.a.sign);
   EXPECT_NO_THROW(verify_and_unpack(o.output, fed.roster(), {fed.agg.age}, ok, out));
   EXPECT_EQ(sha256_file(out), sha256_file(in));
+  // Hash: another update of the same site, re-signed with the first one's fields (a
+  // valid signature, fields and ciphertext; the plaintext is not the signed one).
+  {
+    std::string other = fed.update("b.h5", "hospital-a", 3, 50001);
+    PackOptions p2 = o;
+    p2.input = other;
+    p2.output = fed.dir + "/b.age";
+    pack(p2, fed.a.sign);
+    std::rename((fed.dir + "/b.age").c_str(), o.output.c_str());
+    write_file_atomic(o.output + ".minisig", crypto::sign_file(fed.a.sign, o.output, r.fields.comment()), true);
+    std::remove(out.c_str());
+    EXPECT_EQ(run(ok, {fed.agg.age}), FailClass::hash);
+    EXPECT_FALSE(has_plaintext(fed.dir));
+  }
 }
 
 TEST(PackageAggregator, ChangedAfterCheckIsRejected) {

@@ -11,7 +11,6 @@ expect_exit 64 fedseg-verify --no-such-flag a.age --pub hospital-a
 expect_exit 64 fedseg-verify a.age                                       # no key
 expect_exit 64 fedseg-verify a.age --pub hospital-a --federation federation.json
 expect_exit 64 fedseg-verify a.age --pub hospital-a -o out.h5            # -o without --identity
-expect_exit 64 fedseg-verify a.age --pub hospital-a --identity agg       # --identity without -o
 expect_exit 66 fedseg-verify missing.age --pub hospital-a
 expect_exit 66 fedseg-verify a.age --pub nowhere
 expect_exit 66 fedseg-verify a.age --federation missing.json
@@ -67,6 +66,17 @@ expect_exit 73 fedseg-verify a.age --pub hospital-a --identity agg -o out.h5
 expect_exit 0 fedseg-verify a.age --pub hospital-a --identity agg/age.key -o out.h5 --force --json
 expect_json
 "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["unpacked"]=="out.h5" and j["plain_bytes"]>0, j' "$TMP/stdout"
+# --identity without -o: every step, the plaintext in memory, nothing written.
+before=$(ls -A)
+expect_exit 0 fedseg-verify a.age --pub hospital-a --identity agg --json
+expect_json
+"$PY" -c 'import json, os, sys; j = json.load(open(sys.argv[1]))
+assert j["unpacked"] is None and j["plain_bytes"] == os.path.getsize("hospital-a.h5"), j' "$TMP/stdout"
+expect_exit 0 fedseg-verify a.age --pub hospital-a --identity agg --threads 1
+expect_stdout_has "decrypted   in memory ($(stat -c %s hospital-a.h5) bytes"
+[ "$(ls -A)" = "$before" ] || fail "verify --identity without -o wrote a file: $(ls -A)"
+expect_exit 65 fedseg-verify a.age --pub hospital-a --identity hospital-b
+expect_stderr_has "package rejected (decrypt)"
 # An identity that is not a recipient: decrypt failure, nothing written.
 rm out.h5
 expect_exit 65 fedseg-verify a.age --pub hospital-a --identity hospital-b -o out.h5
