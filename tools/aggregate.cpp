@@ -177,14 +177,21 @@ struct Emit {
       }
     }
     fed::server_step(r, w.data(), delta, m.data(), v.data(), len);
-    if (threaded) {
-      // Shuffled and compressed on a worker while the next tensor is worked out here.
+    if (threaded && (!pending.valid() || pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready)) {
+      // Shuffled and compressed on the worker, idle now, while the next tensor is
+      // worked out here.
       flush();
       std::swap(w, w_pending);
       pending_name = p.name;
       pending = std::async(std::launch::async, [this, shape = p.shape] {
         h5::encode(h5::DType::f32, shape, w_pending.data(), {true, 1, {}}, encoded);
       });
+    } else if (threaded) {
+      // The worker is busy: compressed here; written after the worker's (file order
+      // is tensor order).
+      h5::encode(h5::DType::f32, p.shape, w.data(), {true, 1, {}}, encoded_here);
+      flush();
+      out_global->write(p.name, encoded_here);
     } else {
       out_global->write(p.name, h5::DType::f32, p.shape, w.data(), h5::DType::f32, {true, 1, {}});
     }
@@ -208,10 +215,10 @@ struct Emit {
   const fed::RuleConfig& r;
   const h5::File& global;
   h5::File *out_global, *out_partial;
-  bool threaded = false;  // compress the global's tensors on a worker thread
+  bool threaded = false;  // compress the global's tensors on a worker thread too
   std::vector<float> w_pending;
   std::string pending_name;
-  h5::EncodedTensor encoded;
+  h5::EncodedTensor encoded, encoded_here;
   std::future<void> pending;
   const h5::File* state_in;
   h5::File* state_out;
@@ -524,11 +531,12 @@ class Verifier {
 
 // The fedavg family without a weight cap or a clip quantile (DP included), update
 // after update, so that it overlaps the verification of the next package: each update
-// is read whole into one buffer, found finite (by its norm: float32 values squared
-// cannot overflow a float64 sum), scaled by its own clip factor and added into the
-// whole-model sum Σ a_k d_k (float64), a_k = n_k s_k, or s_k under DP. finish()
-// divides by Σ n_k (N under DP; nothing for a partial sum). Memory: the sum and one
-// update, whatever N.
+// is found finite as a whole (by its norm: float32 values squared cannot overflow a
+// float64 sum), scaled by its own clip factor and added into the whole-model sum
+// Σ a_k d_k (float64), a_k = n_k s_k, or s_k under DP. finish() divides by Σ n_k (N
+// under DP; nothing for a partial sum). Memory: the sum, and one update's tensors when
+// they are compressed (read into a buffer; plain ones are used where they lie in the
+// decrypted image), whatever N.
 class Stream {
  public:
   Stream(const fed::RuleConfig& r, const std::vector<h5::TensorInfo>& params, size_t stride)
@@ -539,39 +547,52 @@ class Stream {
       total += h5::numel(p.shape);
     }
     sum_.resize(total);  // written by the first add()
-    buf_.resize(total);
   }
 
   // Adds `in` (read from in.file, then closed): false, with nothing added, when it
-  // holds a non-finite value.
+  // holds a non-finite value. Tensors stored plainly in a decrypted image are used in
+  // place; the others are read (decompressed, converted) into one buffer.
   bool add(Input& in) {
-    float* b = buf_.data();
-    for (size_t t = 0; t < params_.size(); ++t) {
+    const size_t T = params_.size();
+    std::vector<const float*> src(T);
+    for (size_t t = 0; t < T; ++t) {
+      const std::string name = "delta/" + params_[t].name.substr(7);
+      src[t] = in.file.f32_in_image(name);
+      if (src[t]) continue;
+      if (buf_.size() != sum_.size()) buf_.resize(sum_.size());
       const size_t len = h5::numel(params_[t].shape);
-      in.file.read("delta/" + params_[t].name.substr(7), h5::DType::f32, b + offset_[t], len * 4);
+      in.file.read(name, h5::DType::f32, buf_.data() + offset_[t], len * 4);
+      src[t] = buf_.data() + offset_[t];
     }
-    in.file.close();
-    const size_t n = buf_.size();
     double s[4] = {0, 0, 0, 0};  // four partial sums: no dependency chain
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4)
-      for (size_t j = 0; j < 4; ++j) s[j] += double(b[i + j]) * b[i + j];
-    for (; i < n; ++i) s[0] += double(b[i]) * b[i];
+    for (size_t t = 0; t < T; ++t) {
+      const float* b = src[t];
+      const size_t len = h5::numel(params_[t].shape);
+      size_t i = 0;
+      for (; i + 4 <= len; i += 4)
+        for (size_t j = 0; j < 4; ++j) s[j] += double(b[i + j]) * b[i + j];
+      for (; i < len; ++i) s[0] += double(b[i]) * b[i];
+    }
     in.norm2 = (s[0] + s[1]) + (s[2] + s[3]);
-    if (!std::isfinite(in.norm2)) return false;
+    if (!std::isfinite(in.norm2)) {
+      in.file.close();
+      return false;
+    }
     in.clip = fed::clip_factors({std::sqrt(in.norm2)}, r_, nullptr)[0];
     in.sketch.clear();
-    for (size_t t = 0; t < params_.size(); ++t) {
-      const size_t len = h5::numel(params_[t].shape);
-      for (size_t k = 0; k < len; k += stride_) in.sketch.push_back(b[offset_[t] + k]);
-    }
     const double a = (r_.dp_noise_multiplier > 0 ? 1.0 : in.examples) * in.clip;
-    double* acc = sum_.data();
-    if (first_)
-      for (size_t k = 0; k < n; ++k) acc[k] = a * double(b[k]);
-    else
-      for (size_t k = 0; k < n; ++k) acc[k] += a * double(b[k]);
+    for (size_t t = 0; t < T; ++t) {
+      const float* b = src[t];
+      const size_t len = h5::numel(params_[t].shape);
+      for (size_t k = 0; k < len; k += stride_) in.sketch.push_back(b[k]);
+      double* acc = sum_.data() + offset_[t];
+      if (first_)
+        for (size_t k = 0; k < len; ++k) acc[k] = a * double(b[k]);
+      else
+        for (size_t k = 0; k < len; ++k) acc[k] += a * double(b[k]);
+    }
     first_ = false;
+    in.file.close();
     return true;
   }
 

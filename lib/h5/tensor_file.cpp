@@ -299,8 +299,10 @@ File::~File() {
 }
 
 File::File(File&& o) noexcept
-    : id_(o.id_), path_(std::move(o.path_)), kind_(std::move(o.kind_)), format_(o.format_), writable_(o.writable_) {
+    : id_(o.id_), path_(std::move(o.path_)), kind_(std::move(o.kind_)), format_(o.format_), writable_(o.writable_),
+      image_(o.image_), image_size_(o.image_size_) {
   o.id_ = -1;
+  o.image_ = nullptr;
 }
 
 File& File::operator=(File&& o) noexcept {
@@ -314,7 +316,10 @@ File& File::operator=(File&& o) noexcept {
     kind_ = std::move(o.kind_);
     format_ = o.format_;
     writable_ = o.writable_;
+    image_ = o.image_;
+    image_size_ = o.image_size_;
     o.id_ = -1;
+    o.image_ = nullptr;
   }
   return *this;
 }
@@ -324,6 +329,7 @@ void File::close() {
   quiet();
   hid_t id = id_;
   id_ = -1;
+  image_ = nullptr;
   if (H5Fclose(id) < 0) throw Error(writable_ ? kExitIoErr : kExitDataErr, "cannot close", path_, h5_reason("H5Fclose failed"));
 }
 
@@ -356,6 +362,8 @@ File File::open_image(const void* data, size_t size, const std::string& label, c
   File f;
   f.path_ = label;
   // Read-only, neither copied nor freed by HDF5: the caller keeps `data` until close().
+  f.image_ = static_cast<const unsigned char*>(data);
+  f.image_size_ = size;
   f.id_ = H5LTopen_file_image(const_cast<void*>(data), size, H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
   if (f.id_ < 0) throw Error(kExitDataErr, "cannot read", label, "corrupt HDF5 file: " + h5_reason("H5LTopen_file_image failed"));
   f.check_schema(opts);
@@ -903,6 +911,26 @@ void File::read(const std::string& name, DType mem, void* out, size_t out_bytes)
   Hid ds(H5Dopen2(id_, slash(name).c_str(), H5P_DEFAULT), H5Dclose);
   if (!ds.ok() || H5Dread(ds.get(), le_type(mem), H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
     throw Error(kExitDataErr, "cannot read tensor '" + ti.name + "' in", path_, "corrupt data: " + h5_reason("H5Dread failed"));
+}
+
+const float* File::f32_in_image(const std::string& name) const {
+  if (!image_ || id_ < 0) return nullptr;
+  quiet();
+  Hid ds(H5Dopen2(id_, slash(name).c_str(), H5P_DEFAULT), H5Dclose);
+  if (!ds.ok()) return nullptr;
+  Hid dcpl(H5Dget_create_plist(ds.get()), H5Pclose);
+  Hid type(H5Dget_type(ds.get()), H5Tclose);
+  Hid space(H5Dget_space(ds.get()), H5Sclose);
+  if (!dcpl.ok() || !type.ok() || !space.ok() || H5Pget_layout(dcpl.get()) != H5D_CONTIGUOUS ||
+      H5Pget_nfilters(dcpl.get()) != 0 || H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)
+    return nullptr;
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  const haddr_t at = H5Dget_offset(ds.get());  // HADDR_UNDEF when no space was allocated
+  H5Eclear2(H5E_DEFAULT);
+  if (n <= 0 || at == HADDR_UNDEF || at % alignof(float) != 0 || at > image_size_ ||
+      uint64_t(n) > (image_size_ - at) / sizeof(float))
+    return nullptr;
+  return reinterpret_cast<const float*>(image_ + at);
 }
 
 void File::read_slab(const std::string& name, const Shape& start, const Shape& count, DType mem, void* out) const {

@@ -158,6 +158,10 @@ class File {
 
   // Reads a whole tensor converted to `mem` into out (out_bytes must fit).
   void read(const std::string& name, DType mem, void* out, size_t out_bytes) const;
+  // For a file opened with open_image(): where a tensor's values lie in the image when
+  // they can be used in place (contiguous, no filters, little-endian float32, wholly
+  // inside the image), else nullptr (read() it).
+  const float* f32_in_image(const std::string& name) const;
   template <class T>
   std::vector<T> read_as(const std::string& name) const {
     TensorInfo ti = info(name);
@@ -182,6 +186,8 @@ class File {
   std::string path_, kind_;
   int64_t format_ = 0;
   bool writable_ = false;
+  const unsigned char* image_ = nullptr;  // open_image()'s bytes
+  size_t image_size_ = 0;
 };
 
 // A fedseg HDF5 file written atomically: created under a temp name in the target

@@ -68,6 +68,41 @@ TEST(H5, RoundTripEveryDtype) {
   }
 }
 
+TEST(H5, FileImageOpensInMemoryAndShowsPlainTensorsInPlace) {
+  std::string d = tmpdir();
+  {
+    File f = File::create(d + "/u.h5", "update", "test 0", "{}");
+    std::vector<float> v(1000);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = float(i) * 0.25f - 7.0f;
+    f.write("delta/plain", DType::f32, {10, 100}, v.data(), DType::f32, {false, 0, {}});
+    f.write("delta/zstd", DType::f32, {10, 100}, v.data(), DType::f32, {true, 1, {}});
+    f.write("delta/half", DType::f16, {10, 100}, v.data(), DType::f32, {false, 0, {}});
+    f.close();
+  }
+  std::ifstream in(d + "/u.h5", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  RawVector<uint8_t> image(bytes.begin(), bytes.end());
+  File f = File::open_image(image.data(), image.size(), "u.h5 in memory", {"update", true});
+  EXPECT_EQ(f.kind(), "update");
+  const float* p = f.f32_in_image("delta/plain");
+  ASSERT_NE(p, nullptr);
+  EXPECT_GE(reinterpret_cast<const uint8_t*>(p), image.data());
+  EXPECT_LE(reinterpret_cast<const uint8_t*>(p + 1000), image.data() + image.size());
+  std::vector<float> r(1000);
+  f.read("delta/zstd", DType::f32, r.data(), r.size() * 4);
+  for (size_t i = 0; i < r.size(); ++i) ASSERT_EQ(p[i], r[i]) << i;
+  EXPECT_EQ(p[3], 3 * 0.25f - 7.0f);
+  EXPECT_EQ(f.f32_in_image("delta/zstd"), nullptr);  // filtered: read() it
+  EXPECT_EQ(f.f32_in_image("delta/half"), nullptr);  // another type
+  EXPECT_EQ(f.f32_in_image("delta/none"), nullptr);
+  f.close();
+  // A file not opened from memory has no image; garbage is not an HDF5 file.
+  EXPECT_EQ(File::open(d + "/u.h5", {"update", true}).f32_in_image("delta/plain"), nullptr);
+  RawVector<uint8_t> junk(4096, 0x5a);
+  EXPECT_EQ(error_code([&] { File::open_image(junk.data(), junk.size(), "junk", {}); }), 65);
+  EXPECT_EQ(error_code([&] { File::open_image(image.data(), image.size() / 2, "half", {}); }), 65);
+}
+
 TEST(H5, Float16StorageRoundsLikeIeeeHalf) {
   std::string d = tmpdir();
   File f = File::create(d + "/h.h5", "update", "t", "{}");
