@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <functional>
@@ -149,7 +150,9 @@ struct Emit {
         sigma(r_.dp_noise_multiplier > 0 ? r_.dp_noise_multiplier * r_.clip_norm / double(n_inputs) : 0),
         w(out_partial_ ? 0 : largest), m(r_.stateful() ? largest : 0), v(r_.adaptive() ? largest : 0), stride(stride_) {}
 
-  void tensor(const h5::TensorInfo& p, double* delta) {
+  // `preloaded`: the global's values of this tensor, read beforehand (the server step
+  // then works on them in place), or null to read them here.
+  void tensor(const h5::TensorInfo& p, double* delta, float* preloaded = nullptr) {
     const size_t len = h5::numel(p.shape);
     const std::string pname = p.name.substr(7);
     if (sigma > 0)
@@ -165,7 +168,8 @@ struct Emit {
       out_partial->write("sum/" + pname, h5::DType::f64, p.shape, delta, h5::DType::f64, {true, 1, {}});
       return;
     }
-    global.read(p.name, h5::DType::f32, w.data(), len * 4);
+    float* wp = preloaded ? preloaded : w.data();
+    if (!preloaded) global.read(p.name, h5::DType::f32, wp, len * 4);
     if (r.stateful()) {
       const bool have = state_in && state_in->exists("m/" + pname);
       if (have) {
@@ -176,24 +180,27 @@ struct Emit {
         if (r.adaptive()) std::fill(v.begin(), v.begin() + long(len), r.tau * r.tau);
       }
     }
-    fed::server_step(r, w.data(), delta, m.data(), v.data(), len);
+    fed::server_step(r, wp, delta, m.data(), v.data(), len);
     if (threaded && (!pending.valid() || pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready)) {
       // Shuffled and compressed on the worker, idle now, while the next tensor is
       // worked out here.
       flush();
-      std::swap(w, w_pending);
+      if (!preloaded) {
+        std::swap(w, w_pending);
+        wp = w_pending.data();
+      }
       pending_name = p.name;
-      pending = std::async(std::launch::async, [this, shape = p.shape] {
-        h5::encode(h5::DType::f32, shape, w_pending.data(), {true, 1, {}}, encoded);
+      pending = std::async(std::launch::async, [this, wp, shape = p.shape] {
+        h5::encode(h5::DType::f32, shape, wp, {true, 1, {}}, encoded);
       });
     } else if (threaded) {
       // The worker is busy: compressed here; written after the worker's (file order
       // is tensor order).
-      h5::encode(h5::DType::f32, p.shape, w.data(), {true, 1, {}}, encoded_here);
+      h5::encode(h5::DType::f32, p.shape, wp, {true, 1, {}}, encoded_here);
       flush();
       out_global->write(p.name, encoded_here);
     } else {
-      out_global->write(p.name, h5::DType::f32, p.shape, w.data(), h5::DType::f32, {true, 1, {}});
+      out_global->write(p.name, h5::DType::f32, p.shape, wp, h5::DType::f32, {true, 1, {}});
     }
     if (r.stateful() && state_out) {
       state_out->write("m/" + pname, h5::DType::f64, p.shape, m.data(), h5::DType::f64, {false, 0, {}});
@@ -209,7 +216,7 @@ struct Emit {
     out_global->write(pending_name, encoded);
   }
   ~Emit() {
-    if (pending.valid()) pending.wait();  // an error unwinding: the worker still reads w_pending
+    if (pending.valid()) pending.wait();  // an error unwinding: the worker still reads its tensor
   }
 
   const fed::RuleConfig& r;
@@ -552,7 +559,14 @@ class Stream {
   // Adds `in` (read from in.file, then closed): false, with nothing added, when it
   // holds a non-finite value. Tensors stored plainly in a decrypted image are used in
   // place; the others are read (decompressed, converted) into one buffer.
+  // Touches the sum's pages on a worker (its page faults off the critical path, while
+  // the first package is verified); add() waits for it.
+  void prefault() {
+    faulted_ = std::async(std::launch::async, [this] { std::memset(sum_.data(), 0, sum_.size() * sizeof(double)); });
+  }
+
   bool add(Input& in) {
+    if (faulted_.valid()) faulted_.get();
     const size_t T = params_.size();
     std::vector<const float*> src(T);
     for (size_t t = 0; t < T; ++t) {
@@ -596,6 +610,14 @@ class Stream {
     return true;
   }
 
+  // Reads the global model's tensors now (while the first package is verified) rather
+  // than in finish().
+  void preload(const h5::File& global) {
+    global_.resize(sum_.size());
+    for (size_t t = 0; t < params_.size(); ++t)
+      global.read(params_[t].name, h5::DType::f32, global_.data() + offset_[t], h5::numel(params_[t].shape) * 4);
+  }
+
   // Δ of every tensor, in turn, to emit (the sum divided in place).
   void finish(double divisor, Emit& emit) {
     for (size_t t = 0; t < params_.size(); ++t) {
@@ -603,7 +625,7 @@ class Stream {
       const size_t len = h5::numel(params_[t].shape);
       if (divisor != 1)
         for (size_t k = 0; k < len; ++k) d[k] /= divisor;
-      emit.tensor(params_[t], d);
+      emit.tensor(params_[t], d, global_.empty() ? nullptr : global_.data() + offset_[t]);
     }
   }
 
@@ -613,8 +635,9 @@ class Stream {
   size_t stride_;
   std::vector<size_t> offset_;
   RawVector<double> sum_;
-  RawVector<float> buf_;
+  RawVector<float> buf_, global_;
   bool first_ = true;
+  std::future<void> faulted_;
 };
 
 // Plaintext buffers handed from one package to the next: after the first two, no
@@ -632,6 +655,15 @@ class BufferPool {
     if (!b) return;
     std::lock_guard<std::mutex> l(m_);
     free_.push_back(std::move(b));
+  }
+  // Adds `count` buffers of `bytes`, their pages touched (faulted in) here.
+  void prefill(size_t count, size_t bytes) {
+    for (size_t i = 0; i < count; ++i) {
+      auto b = std::make_unique<RawVector<uint8_t>>(bytes);
+      std::memset(b->data(), 0, bytes);
+      b->clear();  // the capacity and its pages stay
+      give(std::move(b));
+    }
   }
 
  private:
@@ -1038,13 +1070,28 @@ int run(const Options& o, const ToolContext& ctx) {
       }
       return in;
     };
+    std::future<void> prefilled;
     if (update_major) {
       res.stride = std::max<uint64_t>(1, (total_params * present.size()) / (uint64_t(16) << 20) + 1);  // ≤ 16 M sketch values
       stream = std::make_unique<Stream>(c.rule, params, res.stride);
+      if (ctx.threads() > 1) {
+        // Page faults on the other core while the first package is verified: the sum,
+        // and the two plaintext buffers (as large as the largest package; the
+        // verifier takes its first one as soon as it is ready).
+        stream->prefault();
+        if (in_memory && present.size() > 1) {
+          uint64_t largest_pkg = 0;
+          struct stat st {};
+          for (const auto& p : present)
+            if (::stat(p.second.c_str(), &st) == 0) largest_pkg = std::max<uint64_t>(largest_pkg, uint64_t(st.st_size));
+          if (largest_pkg <= (uint64_t(1) << 32)) prefilled = std::async(std::launch::async, [&pool, largest_pkg] { pool.prefill(1, largest_pkg); });
+        }
+      }
     }
     Progress progress(update_major ? "aggregating" : "verifying", present.size());
     std::set<std::string> seen;  // sites with an authentic package (even one rejected for its values)
     Verifier ver(present, check, ctx.threads() > 1);
+    if (update_major && ctx.threads() > 1 && !o.partial) stream->preload(global);  // while the first is verified
     Verifier::Outcome oc;
     while (ver.next(oc)) {
       progress.add();

@@ -38,28 +38,9 @@ t1=$(date +%s.%N)
 # whole federation and land in every step (tool start-up, eval, training, packing, pushing,
 # aggregating, LATEST), while steps that must finish in one go (eval) still get through.
 span=$(awk -v a="$t0" -v b="$t1" -v k="$KILLS" 'BEGIN { printf "%d", (b - a) * 1500 / k + 600 }')
-killed=0
-mid_tool=0
-RANDOM=${FEDSEG_TEST_SEED:-9}
-while [ $killed -lt "$KILLS" ] && [ "$(latest_round ex-kill 2>/dev/null)" != $ROUNDS ]; do
-  delay_ms=$((200 + RANDOM % (span > 1 ? span : 1)))
-  setsid ./drive.sh kill &
-  pid=$!
-  sleep "$(awk -v m="$delay_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
-  if kill -0 "$pid" 2>/dev/null; then
-    pgrep -g "$pid" -f 'fedseg-(train|eval|pack|push|fetch|aggregate|verify)' >/dev/null && mid_tool=$((mid_tool + 1))
-    kill -KILL -- "-$pid" 2>/dev/null
-    killed=$((killed + 1))
-  fi
-  wait "$pid" 2>/dev/null || true
-done
-[ $killed -ge 20 ] || fail "only $killed kills happened before the run finished (make the span longer)"
-# Then run it again without interruption (as the next cron run would).
-./drive.sh kill || fail "the rerun after $killed kills failed: $(tail -5 drive-kill.err)"
-[ "$(latest_round ex-kill)" = $ROUNDS ] || fail "the killed run did not reach round $ROUNDS"
-echo "killed $killed times ($mid_tool while a fedseg tool ran); uninterrupted run $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
 
-"$PY" - "$ROUNDS" <<'PYEOF'
+same_as_ref() { # the killed run's global models are the uninterrupted run's, bit for bit
+  "$PY" - "$ROUNDS" <<'PYEOF'
 import sys
 import h5py
 import numpy as np
@@ -74,6 +55,40 @@ for r in range(1, R + 1):
             raise SystemExit("round %d: the killed run's global model differs from the uninterrupted one by up to %g" % (r, worst))
 print("rounds 1..%d: identical global models" % R)
 PYEOF
+}
+
+killed=0
+mid_tool=0
+passes=0
+RANDOM=${FEDSEG_TEST_SEED:-9}
+while [ $killed -lt "$KILLS" ]; do
+  if [ "$(latest_round ex-kill 2>/dev/null)" = $ROUNDS ]; then
+    # Done before KILLS kills (the steps ran faster than in the reference run, which
+    # shared the machine with other tests): this pass must still match; then the
+    # federation starts over with shorter delays, the kills counted on.
+    same_as_ref || fail "pass $passes (after $killed kills)"
+    passes=$((passes + 1))
+    [ $passes -lt 4 ] || fail "the federation finished $passes times before $KILLS kills ($killed)"
+    rm -rf ex-kill state-kill work-kill-north work-kill-south
+    cp -a base/ex ex-kill
+    span=$((span / 2 + 1))
+  fi
+  delay_ms=$((200 + RANDOM % (span > 1 ? span : 1)))
+  setsid ./drive.sh kill &
+  pid=$!
+  sleep "$(awk -v m="$delay_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+  if kill -0 "$pid" 2>/dev/null; then
+    pgrep -g "$pid" -f 'fedseg-(train|eval|pack|push|fetch|aggregate|verify)' >/dev/null && mid_tool=$((mid_tool + 1))
+    kill -KILL -- "-$pid" 2>/dev/null
+    killed=$((killed + 1))
+  fi
+  wait "$pid" 2>/dev/null || true
+done
+# Then run it again without interruption (as the next cron run would).
+./drive.sh kill || fail "the rerun after $killed kills failed: $(tail -5 drive-kill.err)"
+[ "$(latest_round ex-kill)" = $ROUNDS ] || fail "the killed run did not reach round $ROUNDS"
+echo "killed $killed times ($mid_tool while a fedseg tool ran, $passes restarts); uninterrupted run $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
+same_as_ref || fail "the killed run differs"
 # Nothing half-written under a final name, no temp files left in the exchange.
 left=$(find ex-kill -name '*.fedseg-tmp-*' -o -name '.*.part' | head -3)
 [ -z "$left" ] || fail "temp files left in the exchange: $left"
