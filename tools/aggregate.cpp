@@ -421,10 +421,11 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
 
 // ---------------------------------------------------------------- verifying ahead
 
-// Runs check(site_hint, path) on the packages one after the other on a thread of its
-// own, at most one finished package ahead of the caller of next(): the next package
-// is verified and decrypted while the caller adds the last one in. Without a thread
-// (--threads 1) next() checks the package itself.
+// Runs check(site_hint, path) on the packages on `workers` threads of their own, at
+// most `workers` packages beyond the one the caller of next() has: the next packages
+// are verified and decrypted (their hashes on both cores) while the caller adds the
+// last one in. Outcomes come out in the packages' order. With no worker (--threads 1)
+// next() checks the package itself.
 class Verifier {
  public:
   struct Outcome {
@@ -435,9 +436,9 @@ class Verifier {
   };
   using Check = std::function<Input(const std::string&, const std::string&)>;
 
-  Verifier(std::vector<std::pair<std::string, std::string>> todo, Check check, bool threaded)
-      : todo_(std::move(todo)), check_(std::move(check)), threaded_(threaded) {
-    if (threaded_ && !todo_.empty()) t_ = std::thread([this] { loop(); });
+  Verifier(std::vector<std::pair<std::string, std::string>> todo, Check check, size_t workers)
+      : todo_(std::move(todo)), check_(std::move(check)), ahead_(workers), ready_(todo_.size()) {
+    for (size_t k = 0; k < std::min(workers, todo_.size()); ++k) threads_.emplace_back([this] { loop(); });
   }
   ~Verifier() {
     {
@@ -445,31 +446,30 @@ class Verifier {
       stop_ = true;
     }
     cv_.notify_all();
-    if (t_.joinable()) t_.join();
+    for (auto& t : threads_) t.join();
   }
   Verifier(const Verifier&) = delete;
   Verifier& operator=(const Verifier&) = delete;
 
   // The next package's outcome, in order; false after the last. Rethrows an error
-  // that is not the package's fault (I/O, a full disk, a bad identity).
+  // that is not the package's fault (I/O, a full disk, a bad identity) when its
+  // package's turn comes.
   bool next(Outcome& out) {
-    if (!threaded_) {
-      if (next_ == todo_.size()) return false;
+    if (next_ == todo_.size()) return false;
+    if (threads_.empty()) {
       out = run_one(next_++);
       return true;
     }
     std::unique_lock<std::mutex> l(m_);
-    cv_.wait(l, [&] { return !done_.empty() || finished_; });
-    if (!done_.empty()) {
-      out = std::move(done_.front());
-      done_.pop_front();
-      cv_.notify_all();
-      return true;
-    }
-    if (error_) std::rethrow_exception(error_);
-    return false;
+    cv_.wait(l, [&] { return ready_[next_].has_value() || (error_ && error_at_ == next_); });
+    if (!ready_[next_]) std::rethrow_exception(error_);
+    out = std::move(*ready_[next_]);
+    ready_[next_].reset();
+    ++next_;
+    cv_.notify_all();
+    return true;
   }
-  // Seconds spent verifying (on the thread: overlapping the caller's work).
+  // Seconds spent verifying (on the threads: overlapping the caller's work).
   double busy_seconds() {
     std::lock_guard<std::mutex> l(m_);
     return busy_;
@@ -497,40 +497,40 @@ class Verifier {
     return out;
   }
   void loop() {
-    for (size_t i = 0; i < todo_.size(); ++i) {
+    for (;;) {
+      size_t i;
       {
         std::unique_lock<std::mutex> l(m_);
-        cv_.wait(l, [&] { return stop_ || done_.empty(); });
-        if (stop_) return;
+        cv_.wait(l, [&] { return stop_ || error_ || started_ == todo_.size() || started_ < next_ + ahead_; });
+        if (stop_ || error_ || started_ == todo_.size()) return;
+        i = started_++;
       }
       try {
         Outcome o = run_one(i);
         std::lock_guard<std::mutex> l(m_);
-        done_.push_back(std::move(o));
+        ready_[i] = std::move(o);
       } catch (...) {
         std::lock_guard<std::mutex> l(m_);
-        error_ = std::current_exception();
-        finished_ = true;
-        cv_.notify_all();
-        return;
+        if (!error_ || i < error_at_) {
+          error_ = std::current_exception();
+          error_at_ = i;
+        }
       }
       cv_.notify_all();
     }
-    std::lock_guard<std::mutex> l(m_);
-    finished_ = true;
-    cv_.notify_all();
   }
 
   std::vector<std::pair<std::string, std::string>> todo_;
   Check check_;
-  bool threaded_;
-  size_t next_ = 0;
-  std::thread t_;
+  size_t ahead_;
+  std::vector<std::optional<Outcome>> ready_;  // by package index, until next() takes it
+  size_t next_ = 0, started_ = 0;
+  std::vector<std::thread> threads_;
   std::mutex m_;
   std::condition_variable cv_;
-  std::deque<Outcome> done_;
-  bool stop_ = false, finished_ = false;
+  bool stop_ = false;
   std::exception_ptr error_;
+  size_t error_at_ = 0;
   double busy_ = 0;
 };
 
@@ -1090,7 +1090,7 @@ int run(const Options& o, const ToolContext& ctx) {
     }
     Progress progress(update_major ? "aggregating" : "verifying", present.size());
     std::set<std::string> seen;  // sites with an authentic package (even one rejected for its values)
-    Verifier ver(present, check, ctx.threads() > 1);
+    Verifier ver(present, check, ctx.threads() > 1 ? 2 : 0);
     if (update_major && ctx.threads() > 1 && !o.partial) stream->preload(global);  // while the first is verified
     Verifier::Outcome oc;
     while (ver.next(oc)) {
@@ -1373,9 +1373,10 @@ const ToolDef& aggregate() {
           "nothing and exits 0. --verify-ledger rechecks the whole chain against the exchange.\n\n"
           "Speed and memory: the fedavg family (fedavg without max_weight, fedavgm, the FedOpt rules; with "
           "clip_norm and DP too, not with clip_quantile) adds one update after the other into a float64 sum of "
-          "the whole model while a second thread verifies and decrypts the next package, and removes each "
-          "decrypted update once it is added in: about two models plus one update in memory, whatever the number "
-          "of sites. max_weight, clip_quantile, median, trimmed-mean and the Krum rules need every update at "
+          "the whole model while a second thread verifies and decrypts the next package into memory (no "
+          "decrypted update is written to disk): about six times the model's float32 size in memory (the "
+          "float64 sum, the global model, two decrypted updates, one more when updates are compressed), whatever "
+          "the number of sites. max_weight, clip_quantile, median, trimmed-mean and the Krum rules need every update at "
           "once: all packages are verified first, then the updates are read one tensor at a time (one tensor "
           "per input in memory). --threads 1 does it all on one thread, with the same result bit for bit. "
           "--partial -o PARTIAL.h5 writes the "
@@ -1384,7 +1385,7 @@ const ToolDef& aggregate() {
           "packages at once.\n\n"
           "STATE (--state, default AGG_ID_DIR/state/FEDERATION, mode 0700) holds the ledger, the server state "
           "and, while a round runs, the decrypted updates (removed as soon as they are not needed, unless "
-          "--keep-updates). report.json's timings: verify_seconds, the time spent verifying and decrypting (on "
+          "--keep-updates, which also makes the fedavg family decrypt into it). report.json's timings: verify_seconds, the time spent verifying and decrypting (on "
           "its own thread, overlapping aggregate_seconds for the fedavg family), aggregate_seconds, total_seconds.",
           {{"fedseg-aggregate /srv/exchange --key /etc/fedseg/aggregator", "Aggregate the open round when its quorum is met."},
            {"fedseg-aggregate /srv/exchange --key agg --partial -o east.h5 --packages a.age b.age",
