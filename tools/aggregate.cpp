@@ -1090,8 +1090,11 @@ int run(const Options& o, const ToolContext& ctx) {
     }
     Progress progress(update_major ? "aggregating" : "verifying", present.size());
     std::set<std::string> seen;  // sites with an authentic package (even one rejected for its values)
-    Verifier ver(present, check, ctx.threads() > 1 ? 2 : 0);
-    if (update_major && ctx.threads() > 1 && !o.partial) stream->preload(global);  // while the first is verified
+    // Threads call HDF5 at the same time (the inner checks, the reads here): only with a
+    // thread-safe HDF5.
+    const bool parallel = ctx.threads() > 1 && h5::library_thread_safe();
+    Verifier ver(present, check, parallel ? 2 : 0);
+    if (update_major && parallel && !o.partial) stream->preload(global);  // while the first is verified
     Verifier::Outcome oc;
     while (ver.next(oc)) {
       progress.add();

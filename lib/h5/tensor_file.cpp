@@ -1,10 +1,10 @@
 #include "h5/tensor_file.h"
 
-#include <hdf5_hl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -300,7 +300,7 @@ File::~File() {
 
 File::File(File&& o) noexcept
     : id_(o.id_), path_(std::move(o.path_)), kind_(std::move(o.kind_)), format_(o.format_), writable_(o.writable_),
-      image_(o.image_), image_size_(o.image_size_) {
+      image_(o.image_), image_size_(o.image_size_), image_bytes_(std::move(o.image_bytes_)) {
   o.id_ = -1;
   o.image_ = nullptr;
 }
@@ -318,6 +318,7 @@ File& File::operator=(File&& o) noexcept {
     writable_ = o.writable_;
     image_ = o.image_;
     image_size_ = o.image_size_;
+    image_bytes_ = std::move(o.image_bytes_);
     o.id_ = -1;
     o.image_ = nullptr;
   }
@@ -330,6 +331,7 @@ void File::close() {
   hid_t id = id_;
   id_ = -1;
   image_ = nullptr;
+  std::shared_ptr<void> bytes = std::move(image_bytes_);  // until HDF5 let go of the image
   if (H5Fclose(id) < 0) throw Error(writable_ ? kExitIoErr : kExitDataErr, "cannot close", path_, h5_reason("H5Fclose failed"));
 }
 
@@ -352,6 +354,30 @@ File File::open(const std::string& path, const OpenOptions& opts) {
   return f;
 }
 
+namespace {
+
+// HDF5's file image callbacks for an image used where it lies: read-only, never
+// copied, grown or freed (the caller owns the bytes). HDF5 hands the image from the
+// property list to the core driver through "malloc" and "memcpy"; both are the
+// caller's bytes themselves. udata (the ImageBytes, owned by the File) outlives the file.
+struct ImageBytes {
+  void* data;
+  size_t size;
+};
+void* image_malloc(size_t size, H5FD_file_image_op_t, void* udata) {
+  auto* b = static_cast<ImageBytes*>(udata);
+  return size == b->size ? b->data : nullptr;
+}
+void* image_memcpy(void* dest, const void* src, size_t, H5FD_file_image_op_t, void*) {
+  return dest == src ? dest : nullptr;  // a real copy is never needed, and refused
+}
+void* image_realloc(void*, size_t, H5FD_file_image_op_t, void*) { return nullptr; }
+herr_t image_free(void*, H5FD_file_image_op_t, void*) { return 0; }
+void* udata_copy(void* udata) { return udata; }
+herr_t udata_free(void*) { return 0; }
+
+}  // namespace
+
 File File::open_image(const void* data, size_t size, const std::string& label, const OpenOptions& opts) {
   quiet();
   register_zstd_filter();
@@ -364,8 +390,18 @@ File File::open_image(const void* data, size_t size, const std::string& label, c
   // Read-only, neither copied nor freed by HDF5: the caller keeps `data` until close().
   f.image_ = static_cast<const unsigned char*>(data);
   f.image_size_ = size;
-  f.id_ = H5LTopen_file_image(const_cast<void*>(data), size, H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
-  if (f.id_ < 0) throw Error(kExitDataErr, "cannot read", label, "corrupt HDF5 file: " + h5_reason("H5LTopen_file_image failed"));
+  f.image_bytes_ = std::make_shared<ImageBytes>(ImageBytes{const_cast<void*>(data), size});
+  Hid fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5FD_file_image_callbacks_t cb{image_malloc, image_memcpy, image_realloc, image_free,
+                                 udata_copy,   udata_free,   f.image_bytes_.get()};
+  if (H5Pset_fapl_core(fapl.get(), 1 << 20, false) < 0 || H5Pset_file_image_callbacks(fapl.get(), &cb) < 0 ||
+      H5Pset_file_image(fapl.get(), const_cast<void*>(data), size) < 0)
+    throw Error(kExitSoftware, "cannot set up an HDF5 file image for", label, h5_reason("H5Pset_file_image failed"));
+  // A name of its own: the core driver tells open files apart by name.
+  static std::atomic<uint64_t> counter{0};
+  const std::string name = "fedseg-image-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  f.id_ = H5Fopen(name.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (f.id_ < 0) throw Error(kExitDataErr, "cannot read", label, "corrupt HDF5 file: " + h5_reason("H5Fopen of the image failed"));
   f.check_schema(opts);
   return f;
 }
@@ -911,6 +947,11 @@ void File::read(const std::string& name, DType mem, void* out, size_t out_bytes)
   Hid ds(H5Dopen2(id_, slash(name).c_str(), H5P_DEFAULT), H5Dclose);
   if (!ds.ok() || H5Dread(ds.get(), le_type(mem), H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
     throw Error(kExitDataErr, "cannot read tensor '" + ti.name + "' in", path_, "corrupt data: " + h5_reason("H5Dread failed"));
+}
+
+bool library_thread_safe() {
+  hbool_t yes = 0;
+  return H5is_library_threadsafe(&yes) >= 0 && yes;
 }
 
 const float* File::f32_in_image(const std::string& name) const {

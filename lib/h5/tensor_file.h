@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -93,6 +94,10 @@ void encode(DType t, const Shape& shape, const void* data, const WriteOptions& o
 
 // Registers filter 32015 in this process (idempotent, thread-safe).
 void register_zstd_filter();
+
+// Whether the HDF5 library may be called from several threads at once (Debian's is
+// built so; a build without --enable-threadsafe is not).
+bool library_thread_safe();
 
 // Opening options for File::open.
 struct OpenOptions {
@@ -188,6 +193,7 @@ class File {
   bool writable_ = false;
   const unsigned char* image_ = nullptr;  // open_image()'s bytes
   size_t image_size_ = 0;
+  std::shared_ptr<void> image_bytes_;     // what HDF5's image callbacks see, while open
 };
 
 // A fedseg HDF5 file written atomically: created under a temp name in the target
