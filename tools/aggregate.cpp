@@ -143,9 +143,12 @@ struct PassResult {
 // sketch taken, then written as a partial sum, or through the server step into the
 // next global model (and the server state).
 struct Emit {
+  // threaded_: compress the new global's tensors on a worker thread too.
   Emit(const fed::RuleConfig& r_, const h5::File& global_, h5::File* out_global_, h5::File* out_partial_,
-       const h5::File* state_in_, h5::File* state_out_, uint64_t dp_seed, size_t n_inputs, size_t largest, size_t stride_)
-      : r(r_), global(global_), out_global(out_global_), out_partial(out_partial_), state_in(state_in_),
+       const h5::File* state_in_, h5::File* state_out_, uint64_t dp_seed, size_t n_inputs, size_t largest, size_t stride_,
+       bool threaded_)
+      : r(r_), global(global_), out_global(out_global_), out_partial(out_partial_),
+        threaded(threaded_ && out_global_), w_pending(threaded ? largest : 0), state_in(state_in_),
         state_out(state_out_), noise_rng(dp_seed),
         sigma(r_.dp_noise_multiplier > 0 ? r_.dp_noise_multiplier * r_.clip_norm / double(n_inputs) : 0),
         w(out_partial_ ? 0 : largest), m(r_.stateful() ? largest : 0), v(r_.adaptive() ? largest : 0), stride(stride_) {}
@@ -222,7 +225,7 @@ struct Emit {
   const fed::RuleConfig& r;
   const h5::File& global;
   h5::File *out_global, *out_partial;
-  bool threaded = false;  // compress the global's tensors on a worker thread too
+  bool threaded;
   std::vector<float> w_pending;
   std::string pending_name;
   h5::EncodedTensor encoded, encoded_here;
@@ -339,7 +342,8 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
     res.weight = fed::example_weights(ex, r.max_weight);
   }
 
-  Emit emit(r, global, out_global, out_partial, state_in, state_out, dp_seed, N, largest, res.stride);
+  Emit emit(r, global, out_global, out_partial, state_in, state_out, dp_seed, N, largest, res.stride,
+            c.ctx.threads() > 1);
   res.dot.assign(N, 0);
   for (const auto& p : params) {
     const size_t len = h5::numel(p.shape);
@@ -436,9 +440,9 @@ class Verifier {
   };
   using Check = std::function<Input(const std::string&, const std::string&)>;
 
-  Verifier(std::vector<std::pair<std::string, std::string>> todo, Check check, size_t workers)
-      : todo_(std::move(todo)), check_(std::move(check)), ahead_(workers), ready_(todo_.size()) {
-    for (size_t k = 0; k < std::min(workers, todo_.size()); ++k) threads_.emplace_back([this] { loop(); });
+  Verifier(std::vector<std::pair<std::string, std::string>> packages, Check check, size_t workers)
+      : packages_(std::move(packages)), check_(std::move(check)), ahead_(workers), ready_(packages_.size()) {
+    for (size_t k = 0; k < std::min(workers, packages_.size()); ++k) threads_.emplace_back([this] { loop(); });
   }
   ~Verifier() {
     {
@@ -455,7 +459,7 @@ class Verifier {
   // that is not the package's fault (I/O, a full disk, a bad identity) when its
   // package's turn comes.
   bool next(Outcome& out) {
-    if (next_ == todo_.size()) return false;
+    if (next_ == packages_.size()) return false;
     if (threads_.empty()) {
       out = run_one(next_++);
       return true;
@@ -479,8 +483,8 @@ class Verifier {
   Outcome run_one(size_t i) {
     auto t = Clock::now();
     Outcome out;
-    out.site_hint = todo_[i].first;
-    out.path = todo_[i].second;
+    out.site_hint = packages_[i].first;
+    out.path = packages_[i].second;
     try {
       out.input = check_(out.site_hint, out.path);
     } catch (const package::PackageError& e) {
@@ -501,8 +505,8 @@ class Verifier {
       size_t i;
       {
         std::unique_lock<std::mutex> l(m_);
-        cv_.wait(l, [&] { return stop_ || error_ || started_ == todo_.size() || started_ < next_ + ahead_; });
-        if (stop_ || error_ || started_ == todo_.size()) return;
+        cv_.wait(l, [&] { return stop_ || error_ || started_ == packages_.size() || started_ < next_ + ahead_; });
+        if (stop_ || error_ || started_ == packages_.size()) return;
         i = started_++;
       }
       try {
@@ -520,7 +524,7 @@ class Verifier {
     }
   }
 
-  std::vector<std::pair<std::string, std::string>> todo_;
+  std::vector<std::pair<std::string, std::string>> packages_;
   Check check_;
   size_t ahead_;
   std::vector<std::optional<Outcome>> ready_;  // by package index, until next() takes it
@@ -556,15 +560,15 @@ class Stream {
     sum_.resize(total);  // written by the first add()
   }
 
-  // Adds `in` (read from in.file, then closed): false, with nothing added, when it
-  // holds a non-finite value. Tensors stored plainly in a decrypted image are used in
-  // place; the others are read (decompressed, converted) into one buffer.
   // Touches the sum's pages on a worker (its page faults off the critical path, while
   // the first package is verified); add() waits for it.
   void prefault() {
     faulted_ = std::async(std::launch::async, [this] { std::memset(sum_.data(), 0, sum_.size() * sizeof(double)); });
   }
 
+  // Adds `in` (read from in.file, then closed): false, with nothing added, when it
+  // holds a non-finite value. Tensors stored plainly in a decrypted image are used in
+  // place; the others are read (decompressed, converted) into one buffer.
   bool add(Input& in) {
     if (faulted_.valid()) faulted_.get();
     const size_t T = params_.size();
@@ -640,8 +644,8 @@ class Stream {
   std::future<void> faulted_;
 };
 
-// Plaintext buffers handed from one package to the next: after the first two, no
-// allocation and no page faults per package.
+// Plaintext buffers handed from one package to the next: after the first few (one
+// per package in flight), no allocation and no page faults per package.
 class BufferPool {
  public:
   std::unique_ptr<RawVector<uint8_t>> take() {
@@ -1020,11 +1024,17 @@ int run(const Options& o, const ToolContext& ctx) {
         throw Error(kExitTempFail, "round " + std::to_string(R) + " has no package", {}, "nothing to aggregate yet");
     }
 
-    // Verify and decrypt each package, on a thread of its own, one package ahead of the
-    // caller: into memory for the fedseg family (unless --keep-updates), else into the
-    // private work folder.
+    // Verify and decrypt the packages on two threads, ahead of the caller: into memory
+    // for the fedavg family (unless --keep-updates), else into the private work folder.
     const bool in_memory = update_major && !o.keep;
     BufferPool pool;
+    // Done with a decrypted update: its file closed, its buffer back in the pool or its
+    // copy on disk removed (unless --keep-updates).
+    auto release = [&](Input& in) {
+      in.file.close();
+      pool.give(std::move(in.image));
+      if (!in.h5path.empty() && !o.keep) std::remove(in.h5path.c_str());
+    };
     fed::make_dirs(work);
     ::chmod(work.c_str(), 0700);
     std::vector<crypto::AgeIdentity> ids =
@@ -1039,9 +1049,9 @@ int run(const Options& o, const ToolContext& ctx) {
       ex.accepted = ledger.accepted();
       ex.nonces = ledger.nonces();
       const std::string label = site_hint.empty() ? basename_of(path) : site_hint;
-      const std::string out = in_memory ? "" : work + "/" + label + ".h5";
       const int threads = ctx.threads() > 1 ? 0 : 1;
       Input in;
+      in.h5path = in_memory ? "" : work + "/" + label + ".h5";
       try {
         package::Checked ck;
         if (in_memory) {
@@ -1049,23 +1059,20 @@ int run(const Options& o, const ToolContext& ctx) {
           ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, *in.image, threads);
           in.file = h5::File::open_image(in.image->data(), in.image->size(), path, {"update", true});
         } else {
-          ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, out, true, threads);
-          in.file = h5::File::open(out, {"update", true});
+          ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, in.h5path, true, threads);
+          in.file = h5::File::open(in.h5path, {"update", true});
         }
         in.site = ck.fields.site;
         in.package = path;
         in.plain = ck.fields.plain;
         in.nonce = ck.fields.nonce;
-        in.h5path = out;
         std::string why = tensors_mismatch(in.file, "delta", params);
         if (!why.empty()) throw package::PackageError(package::FailClass::inner, path, "tensors: " + why);
         in.examples = double(in.file.attr_int("/", "num_examples"));
         if (!(in.examples >= 1)) throw package::PackageError(package::FailClass::inner, path, "num_examples is below 1");
         in.train = train_record(in.file);
       } catch (...) {
-        in.file.close();
-        pool.give(std::move(in.image));
-        if (!out.empty() && !o.keep) std::remove(out.c_str());
+        release(in);
         throw;
       }
       return in;
@@ -1076,8 +1083,8 @@ int run(const Options& o, const ToolContext& ctx) {
       stream = std::make_unique<Stream>(c.rule, params, res.stride);
       if (ctx.threads() > 1) {
         // Page faults on the other core while the first package is verified: the sum,
-        // and the two plaintext buffers (as large as the largest package; the
-        // verifier takes its first one as soon as it is ready).
+        // and a second plaintext buffer as large as the largest package (the first
+        // one the verifier makes itself).
         stream->prefault();
         if (in_memory && present.size() > 1) {
           uint64_t largest_pkg = 0;
@@ -1102,9 +1109,7 @@ int run(const Options& o, const ToolContext& ctx) {
         oc.why = "a second package of site '" + oc.input->site + "'";
         oc.cls = package::fail_class_name(package::FailClass::fields);
         oc.classed = true;
-        oc.input->file.close();
-        pool.give(std::move(oc.input->image));
-        if (!oc.input->h5path.empty() && !o.keep) std::remove(oc.input->h5path.c_str());
+        release(*oc.input);
         oc.input.reset();
       }
       if (!oc.input) {
@@ -1117,8 +1122,7 @@ int run(const Options& o, const ToolContext& ctx) {
         auto t = Clock::now();
         const bool finite = stream->add(in);
         agg_s += since(t);
-        pool.give(std::move(in.image));  // the decrypted update is not needed any more
-        if (!in.h5path.empty() && !o.keep) std::remove(in.h5path.c_str());
+        release(in);  // the decrypted update is not needed any more
         if (!finite) {
           rejected.push_back({in.site, in.package, "values", "NaN or infinite values in the update"});
           log::warn("rejected " + in.package + " (values): NaN or infinite values");
@@ -1176,9 +1180,8 @@ int run(const Options& o, const ToolContext& ctx) {
     double total_examples = 0;
     for (double e : ex) total_examples += e;
     Emit emit(c.rule, global, out_global ? &out_global->file() : nullptr, out_partial ? &out_partial->file() : nullptr,
-              state_in.get(), out_state ? &out_state->file() : nullptr, dp_seed, n, largest, res.stride);
-    emit.threaded = ctx.threads() > 1 && out_global;
-    if (emit.threaded) emit.w_pending.resize(largest);
+              state_in.get(), out_state ? &out_state->file() : nullptr, dp_seed, n, largest, res.stride,
+              ctx.threads() > 1);
     stream->finish(o.partial ? 1.0 : dp ? double(n) : total_examples, emit);
     emit.flush();
     stream.reset();
@@ -1376,10 +1379,10 @@ const ToolDef& aggregate() {
           "nothing and exits 0. --verify-ledger rechecks the whole chain against the exchange.\n\n"
           "Speed and memory: the fedavg family (fedavg without max_weight, fedavgm, the FedOpt rules; with "
           "clip_norm and DP too, not with clip_quantile) adds one update after the other into a float64 sum of "
-          "the whole model while a second thread verifies and decrypts the next package into memory (no "
-          "decrypted update is written to disk): about six times the model's float32 size in memory (the "
-          "float64 sum, the global model, two decrypted updates, one more when updates are compressed), whatever "
-          "the number of sites. max_weight, clip_quantile, median, trimmed-mean and the Krum rules need every update at "
+          "the whole model while two more threads verify and decrypt the next packages into memory (no "
+          "decrypted update is written to disk): up to about seven times the model's float32 size in memory "
+          "(the float64 sum, the global model, up to four decrypted updates, one more when updates are "
+          "compressed), whatever the number of sites. max_weight, clip_quantile, median, trimmed-mean and the Krum rules need every update at "
           "once: all packages are verified first, then the updates are read one tensor at a time (one tensor "
           "per input in memory). --threads 1 does it all on one thread, with the same result bit for bit. "
           "--partial -o PARTIAL.h5 writes the "
@@ -1388,8 +1391,8 @@ const ToolDef& aggregate() {
           "packages at once.\n\n"
           "STATE (--state, default AGG_ID_DIR/state/FEDERATION, mode 0700) holds the ledger, the server state "
           "and, while a round runs, the decrypted updates (removed as soon as they are not needed, unless "
-          "--keep-updates, which also makes the fedavg family decrypt into it). report.json's timings: verify_seconds, the time spent verifying and decrypting (on "
-          "its own thread, overlapping aggregate_seconds for the fedavg family), aggregate_seconds, total_seconds.",
+          "--keep-updates, which also makes the fedavg family decrypt into it). report.json's timings: "
+          "verify_seconds, the time spent verifying and decrypting (on threads of their own, overlapping aggregate_seconds for the fedavg family), aggregate_seconds, total_seconds.",
           {{"fedseg-aggregate /srv/exchange --key /etc/fedseg/aggregator", "Aggregate the open round when its quorum is met."},
            {"fedseg-aggregate /srv/exchange --key agg --partial -o east.h5 --packages a.age b.age",
             "A partial sum of two packages, for hierarchical aggregation."},

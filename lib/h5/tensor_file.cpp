@@ -300,9 +300,8 @@ File::~File() {
 
 File::File(File&& o) noexcept
     : id_(o.id_), path_(std::move(o.path_)), kind_(std::move(o.kind_)), format_(o.format_), writable_(o.writable_),
-      image_(o.image_), image_size_(o.image_size_), image_bytes_(std::move(o.image_bytes_)) {
+      image_(std::move(o.image_)) {
   o.id_ = -1;
-  o.image_ = nullptr;
 }
 
 File& File::operator=(File&& o) noexcept {
@@ -316,11 +315,8 @@ File& File::operator=(File&& o) noexcept {
     kind_ = std::move(o.kind_);
     format_ = o.format_;
     writable_ = o.writable_;
-    image_ = o.image_;
-    image_size_ = o.image_size_;
-    image_bytes_ = std::move(o.image_bytes_);
+    image_ = std::move(o.image_);
     o.id_ = -1;
-    o.image_ = nullptr;
   }
   return *this;
 }
@@ -330,8 +326,7 @@ void File::close() {
   quiet();
   hid_t id = id_;
   id_ = -1;
-  image_ = nullptr;
-  std::shared_ptr<void> bytes = std::move(image_bytes_);  // until HDF5 let go of the image
+  std::shared_ptr<ImageBytes> bytes = std::move(image_);  // until HDF5 let go of the image
   if (H5Fclose(id) < 0) throw Error(writable_ ? kExitIoErr : kExitDataErr, "cannot close", path_, h5_reason("H5Fclose failed"));
 }
 
@@ -354,16 +349,17 @@ File File::open(const std::string& path, const OpenOptions& opts) {
   return f;
 }
 
+struct ImageBytes {
+  void* data;
+  size_t size;
+};
+
 namespace {
 
 // HDF5's file image callbacks for an image used where it lies: read-only, never
 // copied, grown or freed (the caller owns the bytes). HDF5 hands the image from the
 // property list to the core driver through "malloc" and "memcpy"; both are the
 // caller's bytes themselves. udata (the ImageBytes, owned by the File) outlives the file.
-struct ImageBytes {
-  void* data;
-  size_t size;
-};
 void* image_malloc(size_t size, H5FD_file_image_op_t, void* udata) {
   auto* b = static_cast<ImageBytes*>(udata);
   return size == b->size ? b->data : nullptr;
@@ -388,12 +384,10 @@ File File::open_image(const void* data, size_t size, const std::string& label, c
   File f;
   f.path_ = label;
   // Read-only, neither copied nor freed by HDF5: the caller keeps `data` until close().
-  f.image_ = static_cast<const unsigned char*>(data);
-  f.image_size_ = size;
-  f.image_bytes_ = std::make_shared<ImageBytes>(ImageBytes{const_cast<void*>(data), size});
+  f.image_ = std::make_shared<ImageBytes>(ImageBytes{const_cast<void*>(data), size});
   Hid fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5FD_file_image_callbacks_t cb{image_malloc, image_memcpy, image_realloc, image_free,
-                                 udata_copy,   udata_free,   f.image_bytes_.get()};
+                                 udata_copy,   udata_free,   f.image_.get()};
   if (H5Pset_fapl_core(fapl.get(), 1 << 20, false) < 0 || H5Pset_file_image_callbacks(fapl.get(), &cb) < 0 ||
       H5Pset_file_image(fapl.get(), const_cast<void*>(data), size) < 0)
     throw Error(kExitSoftware, "cannot set up an HDF5 file image for", label, h5_reason("H5Pset_file_image failed"));
@@ -968,10 +962,10 @@ const float* File::f32_in_image(const std::string& name) const {
   const hssize_t n = H5Sget_simple_extent_npoints(space.get());
   const haddr_t at = H5Dget_offset(ds.get());  // HADDR_UNDEF when no space was allocated
   H5Eclear2(H5E_DEFAULT);
-  if (n <= 0 || at == HADDR_UNDEF || at % alignof(float) != 0 || at > image_size_ ||
-      uint64_t(n) > (image_size_ - at) / sizeof(float))
+  if (n <= 0 || at == HADDR_UNDEF || at % alignof(float) != 0 || at > image_->size ||
+      uint64_t(n) > (image_->size - at) / sizeof(float))
     return nullptr;
-  return reinterpret_cast<const float*>(image_ + at);
+  return reinterpret_cast<const float*>(static_cast<const unsigned char*>(image_->data) + at);
 }
 
 void File::read_slab(const std::string& name, const Shape& start, const Shape& count, DType mem, void* out) const {

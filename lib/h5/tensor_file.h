@@ -105,6 +105,8 @@ struct OpenOptions {
   bool check_schema = true; // false: any HDF5 file (inspect shows what it is)
 };
 
+struct ImageBytes;  // a file image File::open_image() uses in place
+
 class File {
  public:
   // Opens read-only. Error 66 if missing, 65 if not HDF5, truncated, corrupt, not a
@@ -191,9 +193,7 @@ class File {
   std::string path_, kind_;
   int64_t format_ = 0;
   bool writable_ = false;
-  const unsigned char* image_ = nullptr;  // open_image()'s bytes
-  size_t image_size_ = 0;
-  std::shared_ptr<void> image_bytes_;     // what HDF5's image callbacks see, while open
+  std::shared_ptr<ImageBytes> image_;  // open_image()'s bytes (HDF5's image callbacks see them)
 };
 
 // A fedseg HDF5 file written atomically: created under a temp name in the target

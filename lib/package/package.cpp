@@ -1027,17 +1027,17 @@ void check_plaintext(const Checked& c, const Decoder& dec, PlainOut& po, const s
   }
 }
 
-// Steps hash → inner → publish: the plaintext is in out's temp file (renamed into
-// place), or, without `out`, in po.mem.
-void finish_unpack(const Checked& c, const Decoder& dec, PlainOut& po, AtomicFile* out) {
-  if (!out) {
+// Steps hash → inner → publish: the plaintext is in po's temp file (renamed into
+// place), or in po.mem.
+void finish_unpack(const Checked& c, const Decoder& dec, PlainOut& po) {
+  if (po.mem) {
     check_plaintext(c, dec, po, [&] { return h5::File::open_image(po.mem->data(), po.mem->size(), c.age_path, {c.fields.kind, true}); });
     return;
   }
   po.wb.flush_async();  // the temp file's last flush overlaps the checks below
-  check_plaintext(c, dec, po, [&] { return h5::File::open(out->temp_path(), {c.fields.kind, true}); });
+  check_plaintext(c, dec, po, [&] { return h5::File::open(po.file->temp_path(), {c.fields.kind, true}); });
   po.wb.stop();
-  out->commit();
+  po.file->commit();
 }
 
 // Where unpack() and check_and_unpack() put the plaintext: a file (written
@@ -1084,7 +1084,7 @@ uint64_t unpack_to(const Checked& c, const std::vector<crypto::AgeIdentity>& ide
     throw decrypt_error(c.age_path, e);
   }
   unchanged();
-  finish_unpack(c, dec, po, sink.file ? &*sink.file : nullptr);
+  finish_unpack(c, dec, po);
   return po.bytes;
 }
 
@@ -1174,7 +1174,7 @@ Checked check_and_unpack_to(const std::string& age_path, const std::string& sig_
       throw decrypt_error(age_path, e);
     }
   }
-  finish_unpack(c, dec, po, sink.file ? &*sink.file : nullptr);
+  finish_unpack(c, dec, po);
   c.plain_bytes = po.bytes;
   return c;
 }
@@ -1202,8 +1202,7 @@ Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
                           const std::vector<crypto::AgeIdentity>& identities, Expect expect,
                           const std::string& out_path, bool overwrite, int threads) {
   if (expect.federation.empty()) expect.federation = roster.federation();
-  return check_and_unpack_to(age_path, {}, Signers::from_roster(roster), expect, identities, out_path, nullptr, overwrite,
-                             threads);
+  return check_and_unpack(age_path, {}, Signers::from_roster(roster), expect, identities, out_path, overwrite, threads);
 }
 
 Checked verify_and_unpack(const std::string& age_path, const Roster& roster,
