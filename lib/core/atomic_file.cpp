@@ -123,6 +123,42 @@ bool AtomicFile::rename_no_replace(const std::string& from, const std::string& t
   return true;
 }
 
+namespace {
+
+// When process pid started (seconds since the epoch, from /proc), or -1 if unknown.
+double process_start(long pid) {
+  std::string stat;
+  try {
+    stat = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+  } catch (const Error&) {
+    return -1;
+  }
+  // Field 22 (starttime, clock ticks after boot) counts from the last ')' (the name may hold any).
+  size_t at = stat.rfind(')');
+  if (at == std::string::npos) return -1;
+  const char* q = stat.c_str() + at + 1;
+  for (int field = 3; field < 22 && *q; ++field) {
+    while (*q == ' ') ++q;
+    while (*q && *q != ' ') ++q;
+  }
+  char* end = nullptr;
+  const double ticks = std::strtod(q, &end);
+  static const double boot = [] {
+    try {
+      const std::string s = read_file("/proc/stat", 1 << 20);
+      size_t b = s.find("\nbtime ");
+      return b == std::string::npos ? -1.0 : std::strtod(s.c_str() + b + 7, nullptr);
+    } catch (const Error&) {
+      return -1.0;
+    }
+  }();
+  const long hz = ::sysconf(_SC_CLK_TCK);
+  if (end == q || boot < 0 || hz <= 0) return -1;
+  return boot + ticks / double(hz);
+}
+
+}  // namespace
+
 int AtomicFile::remove_stale(const std::string& final_path) {
   std::string dir = dirname_of(final_path);
   std::string prefix = basename_of(temp_prefix(final_path));
@@ -134,8 +170,15 @@ int AtomicFile::remove_stale(const std::string& final_path) {
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
     long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
     if (pid <= 0) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still alive
-    if (::unlink((dir + "/" + name).c_str()) == 0) ++removed;
+    const std::string path = dir + "/" + name;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) {
+      // A live process of that pid is the writer only if it started before the temp
+      // file was last written: pids are reused (a crash test starts thousands).
+      struct stat st;
+      const double started = process_start(pid);
+      if (started < 0 || ::stat(path.c_str(), &st) != 0 || started <= double(st.st_mtime) + 2) continue;
+    }
+    if (::unlink(path.c_str()) == 0) ++removed;
   }
   ::closedir(d);
   return removed;

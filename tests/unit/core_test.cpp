@@ -2,6 +2,7 @@
 
 #include "test_util.h"
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -150,6 +151,23 @@ TEST(AtomicFile, StaleTempOfDeadWriterIsRemoved) {
   ASSERT_EQ(count_prefix(dir, ".out.bin.fedseg-tmp-"), 1);
   EXPECT_EQ(AtomicFile::remove_stale(p), 1);
   EXPECT_EQ(count_prefix(dir, ".out.bin.fedseg-tmp-"), 0);
+}
+
+TEST(AtomicFile, StaleTempOfReusedPidIsRemoved) {
+  std::string dir = tmpdir();
+  std::string p = dir + "/out.bin";
+  // A temp file named for this (live) process: its own while it is being written...
+  AtomicFile* mine = new AtomicFile(p, false);
+  mine->write("x", 1);
+  EXPECT_EQ(AtomicFile::remove_stale(p), 0);
+  ASSERT_EQ(count_prefix(dir, ".out.bin.fedseg-tmp-"), 1);
+  // ...but last written before this process started: a dead writer's, its pid reused.
+  struct timeval old[2] = {{1000000000, 0}, {1000000000, 0}};
+  ASSERT_EQ(::utimes(mine->temp_path().c_str(), old), 0);
+  EXPECT_EQ(AtomicFile::remove_stale(p), 1);
+  EXPECT_EQ(count_prefix(dir, ".out.bin.fedseg-tmp-"), 0);
+  mine->discard();
+  delete mine;
 }
 
 TEST(AtomicFile, ReadFileErrors) {
