@@ -83,6 +83,10 @@ while [ $killed -lt "$KILLS" ]; do
     killed=$((killed + 1))
   fi
   wait "$pid" 2>/dev/null || true
+  # A power cut stops every process at once; SIGKILL reaches one inside a system call
+  # (an fsync) only when the call returns. The next run starts once all are gone, or its
+  # push would take the killed copy's temp file for a live writer's and leave it.
+  for _ in $(seq 200); do pgrep -g "$pid" >/dev/null || break; sleep 0.05; done
 done
 # Then run it again without interruption (as the next cron run would).
 ./drive.sh kill || fail "the rerun after $killed kills failed: $(tail -5 drive-kill.err)"
