@@ -764,27 +764,33 @@ void encode(DType t, const Shape& shape, const void* data, const WriteOptions& o
   const auto* base = static_cast<const unsigned char*>(data);
   const size_t rank = shape.size();
   encode(t, shape, [&](const Shape& start, const Shape& dims, void* dst) {
-    // Rows along the last axis; everything beyond the shape is 0.
+    // Rows along axis m together with every trailing axis the chunk spans whole (one
+    // copy per [m, rank) block, not per innermost row: a conv weight's last axis is 3
+    // values); everything beyond the shape is 0.
     auto* o = static_cast<unsigned char*>(dst);
-    const uint64_t rows = numel(dims) / dims[rank - 1];
-    const uint64_t row_in = std::min(dims[rank - 1], shape[rank - 1] - start[rank - 1]);
-    const size_t row_bytes = static_cast<size_t>(dims[rank - 1]) * esize;
-    Shape idx(rank, 0);
+    size_t m = rank - 1;
+    uint64_t inner = 1;  // values of the whole trailing axes after m
+    while (m > 0 && dims[m] == shape[m]) inner *= shape[m--];
+    const uint64_t rows = numel(dims) / (dims[m] * inner);
+    const uint64_t row_in = std::min(dims[m], shape[m] - start[m]) * inner;
+    const size_t row_bytes = static_cast<size_t>(dims[m] * inner) * esize;
+    Shape idx(m, 0);
     for (uint64_t r = 0; r < rows; ++r, o += row_bytes) {
       bool inside = true;
       uint64_t off = 0;
-      for (size_t d = 0; d < rank; ++d) {
+      for (size_t d = 0; d < m; ++d) {
         const uint64_t i = start[d] + idx[d];
         inside &= i < shape[d];
         off = off * shape[d] + i;
       }
+      off = (off * shape[m] + start[m]) * inner;
       if (inside) {
         std::memcpy(o, base + off * esize, static_cast<size_t>(row_in) * esize);
         std::memset(o + row_in * esize, 0, row_bytes - static_cast<size_t>(row_in) * esize);
       } else {
         std::memset(o, 0, row_bytes);
       }
-      for (size_t d = rank - 1; d-- > 0;) {  // next row: the axes before the last
+      for (size_t d = m; d-- > 0;) {  // next row: the axes before m
         if (++idx[d] < dims[d]) break;
         idx[d] = 0;
       }

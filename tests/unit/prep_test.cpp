@@ -324,7 +324,7 @@ TEST(PrepWrite, EncodedTensorsReadBackAsWritten) {
   h5::WriteOptions w;
   w.zstd_level = 1;
   w.chunks = {1, 4, 5, 64};  // edge chunks in z and y, one chunk in x
-  h5::EncodedTensor image, label, f32;
+  h5::EncodedTensor image, label, f32, f32b;
   h5::encode(h5::DType::f16, {4, Z, Y, X},
              [&](const h5::Shape& s, const h5::Shape& n, void* out) {
                copy_image_box(c, {s[0], s[1], s[2], s[3]}, {n[0], n[1], n[2], n[3]}, out);
@@ -338,18 +338,23 @@ TEST(PrepWrite, EncodedTensorsReadBackAsWritten) {
   h5::WriteOptions wf;
   wf.chunks = {2, 2, 4, 2};
   h5::encode(h5::DType::f32, {3, 5, 7, 2}, ramp.data(), wf, f32);
+  h5::WriteOptions wb;
+  wb.chunks = {2, 5, 7, 2};  // whole trailing axes: one block per chunk, an edge chunk in the first
+  h5::encode(h5::DType::f32, {3, 5, 7, 2}, ramp.data(), wb, f32b);
   {
     h5::Output out(d + "/a.h5", "dataset", "fedseg-test", "{}", false);
     out.file().write("direct/image", image);
     out.file().write("direct/label", label);
     out.file().write("direct/f32", f32);
+    out.file().write("direct/f32b", f32b);
     out.file().write("filters/image", h5::DType::f16, {4, Z, Y, X}, full.image16.data(), h5::DType::f16, w);
     out.file().write("filters/label", h5::DType::u8, {Z, Y, X}, full.label.data(), h5::DType::u8, wl);
     out.file().write("filters/f32", h5::DType::f32, {3, 5, 7, 2}, ramp.data(), h5::DType::f32, wf);
+    out.file().write("filters/f32b", h5::DType::f32, {3, 5, 7, 2}, ramp.data(), h5::DType::f32, wb);
     out.commit();
   }
   h5::File f = h5::File::open(d + "/a.h5");
-  for (const char* t : {"image", "label", "f32"}) {
+  for (const char* t : {"image", "label", "f32", "f32b"}) {
     h5::TensorInfo a = f.info(std::string("direct/") + t), b = f.info(std::string("filters/") + t);
     EXPECT_EQ(a.shape, b.shape) << t;
     EXPECT_EQ(a.chunks, b.chunks) << t;
@@ -359,6 +364,7 @@ TEST(PrepWrite, EncodedTensorsReadBackAsWritten) {
     EXPECT_EQ(h5::check_tensor(f, a.name).sha256, h5::check_tensor(f, b.name).sha256) << t;
   }
   EXPECT_EQ(f.read_as<float>("direct/f32"), ramp);
+  EXPECT_EQ(f.read_as<float>("direct/f32b"), ramp);
   std::vector<uint8_t> lab = f.read_as<uint8_t>("direct/label");
   EXPECT_TRUE(std::equal(lab.begin(), lab.end(), full.label.begin(), full.label.end()));
 }
