@@ -540,6 +540,13 @@ class Verifier {
 
 // ---------------------------------------------------------------- the update-major pass
 
+// Faults in the pages of [p, p + bytes) by writing one byte of each (the kernel zeroes a
+// fresh page anyway: no need to write all of it again).
+void touch_pages(void* p, size_t bytes) {
+  auto* b = static_cast<volatile unsigned char*>(p);
+  for (size_t i = 0; i < bytes; i += 4096) b[i] = 0;
+}
+
 // The fedavg family without a weight cap or a clip quantile (DP included), update
 // after update, so that it overlaps the verification of the next package: each update
 // is found finite as a whole (by its norm: float32 values squared cannot overflow a
@@ -563,7 +570,7 @@ class Stream {
   // Touches the sum's pages on a worker (its page faults off the critical path, while
   // the first package is verified); add() waits for it.
   void prefault() {
-    faulted_ = std::async(std::launch::async, [this] { std::memset(sum_.data(), 0, sum_.size() * sizeof(double)); });
+    faulted_ = std::async(std::launch::async, [this] { touch_pages(sum_.data(), sum_.size() * sizeof(double)); });
   }
 
   // Adds `in` (read from in.file, then closed): false, with nothing added, when it
@@ -664,7 +671,7 @@ class BufferPool {
   void prefill(size_t count, size_t bytes) {
     for (size_t i = 0; i < count; ++i) {
       auto b = std::make_unique<RawVector<uint8_t>>(bytes);
-      std::memset(b->data(), 0, bytes);
+      touch_pages(b->data(), bytes);
       b->clear();  // the capacity and its pages stay
       give(std::move(b));
     }
@@ -934,13 +941,41 @@ int run(const Options& o, const ToolContext& ctx) {
   if (!o.partial && path_exists(next + ".minisig") && path_exists(fed::report_path(o.exchange, R) + ".minisig"))
     return finish_round(c, pub, ledger);
 
+  // The global model's signed fields now; its bytes (100 MB and more) are hashed once
+  // the verifiers have started on the packages, and opened only then. The verifiers
+  // wait for it (global_ready) only for the checks that need its tensors.
   const std::string gpath = fed::global_path(o.exchange, R);
-  package::Fields gf = fed::verify_published(pub, gpath, {fed_id, R, "global"});
+  const fed::PublishedSignature gsig = fed::open_published(pub, gpath, {fed_id, R, "global"});
+  const package::Fields& gf = gsig.fields;
   if (gf.plain != latest.global_sha256)
     throw Error(kExitDataErr, "global model is not the one LATEST names", gpath,
                 "sha256 " + gf.plain + ", LATEST says " + latest.global_sha256);
-  h5::File global = h5::File::open(gpath, {"global", true});
-  const std::vector<h5::TensorInfo> params = params_of(global);
+  h5::File global;
+  std::vector<h5::TensorInfo> params;
+  size_t largest = 0, total_params = 0;
+  std::promise<void> global_promise;
+  std::shared_future<void> global_ready = global_promise.get_future().share();
+  bool global_open = false;
+  auto open_global = [&] {
+    fed::check_published(pub, gsig);
+    global = h5::File::open(gpath, {"global", true});
+    params = params_of(global);
+    for (const auto& p : params) {
+      largest = std::max<size_t>(largest, h5::numel(p.shape));
+      total_params += h5::numel(p.shape);
+    }
+    global_open = true;
+    global_promise.set_value();
+  };
+  // Verifiers still waiting when the run fails (the global model, or anything after
+  // they started): released with an error that stops them.
+  struct ReleaseWaiting {
+    std::promise<void>& p;
+    bool& done;
+    ~ReleaseWaiting() {
+      if (!done) p.set_exception(std::make_exception_ptr(Error(kExitSoftware, "stopped: the run failed")));
+    }
+  };
 
   bool passed = true;  // the round's deadline (set from the quorum below)
   std::vector<Input> inputs;
@@ -966,11 +1001,6 @@ int run(const Options& o, const ToolContext& ctx) {
   std::unique_ptr<Stream> stream;
   std::unique_ptr<h5::Output> out_global, out_partial, out_state;
   PassResult res;
-  size_t largest = 0, total_params = 0;
-  for (const auto& p : params) {
-    largest = std::max<size_t>(largest, h5::numel(p.shape));
-    total_params += h5::numel(p.shape);
-  }
   uint64_t dp_seed = 0;
   if (c.rule.dp_noise_multiplier > 0) {
     const std::string seed_path = c.state + "/round-" + std::to_string(R) + ".dp-seed";
@@ -1057,11 +1087,12 @@ int run(const Options& o, const ToolContext& ctx) {
         if (in_memory) {
           in.image = pool.take();
           ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, *in.image, threads);
-          in.file = h5::File::open_image(in.image->data(), in.image->size(), path, {"update", true});
         } else {
           ck = package::verify_and_unpack(path, c.plan.roster, ids, ex, in.h5path, true, threads);
-          in.file = h5::File::open(in.h5path, {"update", true});
         }
+        std::shared_future<void>(global_ready).get();  // its tensors: the global model verified and open
+        in.file = in_memory ? h5::File::open_image(in.image->data(), in.image->size(), path, {"update", true})
+                            : h5::File::open(in.h5path, {"update", true});
         in.site = ck.fields.site;
         in.package = path;
         in.plain = ck.fields.plain;
@@ -1077,23 +1108,16 @@ int run(const Options& o, const ToolContext& ctx) {
       }
       return in;
     };
+    // Page faults on the other core while the first package is verified: a second
+    // plaintext buffer as large as the largest package (the first one the verifier
+    // makes itself); the sum's pages too, once the global model gives its size.
     std::future<void> prefilled;
-    if (update_major) {
-      res.stride = std::max<uint64_t>(1, (total_params * present.size()) / (uint64_t(16) << 20) + 1);  // ≤ 16 M sketch values
-      stream = std::make_unique<Stream>(c.rule, params, res.stride);
-      if (ctx.threads() > 1) {
-        // Page faults on the other core while the first package is verified: the sum,
-        // and a second plaintext buffer as large as the largest package (the first
-        // one the verifier makes itself).
-        stream->prefault();
-        if (in_memory && present.size() > 1) {
-          uint64_t largest_pkg = 0;
-          struct stat st {};
-          for (const auto& p : present)
-            if (::stat(p.second.c_str(), &st) == 0) largest_pkg = std::max<uint64_t>(largest_pkg, uint64_t(st.st_size));
-          if (largest_pkg <= (uint64_t(1) << 32)) prefilled = std::async(std::launch::async, [&pool, largest_pkg] { pool.prefill(1, largest_pkg); });
-        }
-      }
+    if (update_major && ctx.threads() > 1 && in_memory && present.size() > 1) {
+      uint64_t largest_pkg = 0;
+      struct stat st {};
+      for (const auto& p : present)
+        if (::stat(p.second.c_str(), &st) == 0) largest_pkg = std::max<uint64_t>(largest_pkg, uint64_t(st.st_size));
+      if (largest_pkg <= (uint64_t(1) << 32)) prefilled = std::async(std::launch::async, [&pool, largest_pkg] { pool.prefill(1, largest_pkg); });
     }
     Progress progress(update_major ? "aggregating" : "verifying", present.size());
     std::set<std::string> seen;  // sites with an authentic package (even one rejected for its values)
@@ -1101,7 +1125,14 @@ int run(const Options& o, const ToolContext& ctx) {
     // thread-safe HDF5.
     const bool parallel = ctx.threads() > 1 && h5::library_thread_safe();
     Verifier ver(present, check, parallel ? 2 : 0);
-    if (update_major && parallel && !o.partial) stream->preload(global);  // while the first is verified
+    ReleaseWaiting waiting{global_promise, global_open};
+    open_global();  // hashed while the first packages are verified
+    if (update_major) {
+      res.stride = std::max<uint64_t>(1, (total_params * present.size()) / (uint64_t(16) << 20) + 1);  // ≤ 16 M sketch values
+      stream = std::make_unique<Stream>(c.rule, params, res.stride);
+      if (ctx.threads() > 1) stream->prefault();
+      if (parallel && !o.partial) stream->preload(global);  // while the first is verified
+    }
     Verifier::Outcome oc;
     while (ver.next(oc)) {
       progress.add();
@@ -1136,6 +1167,7 @@ int run(const Options& o, const ToolContext& ctx) {
     require_valid_quorum();
   } else {
     // Combining partial sums made with --partial (one per region or machine).
+    open_global();
     for (const auto& p : o.combine) {
       Input in;
       in.package = p;
@@ -1359,7 +1391,10 @@ const ToolDef& aggregate() {
           "the roster, signed fields: federation, round R, site, kind update, base = round R's global sha256, not "
           "already in the ledger, nonce unseen; decryption into the private state folder; sha256; inner "
           "attributes); then its tensor names and shapes must be the global model's and all values finite. A "
-          "package that fails is rejected with its class and reason and the others proceed.\n\n"
+          "package that fails is rejected with its class and reason and the others proceed. Round R's global "
+          "model is checked the same way (signature by the aggregator key, fields, sha256 = LATEST's) while the "
+          "first packages are verified; a bad one stops the run (exit 65, naming it) before anything is "
+          "written.\n\n"
           "Rules (the plan's aggregation.rule, parameters beside it): fedavg (weighted by num_examples, "
           "max_weight caps one site's weight), fedavgm (server momentum), fedadam, fedyogi, fedadagrad (server "
           "optimizer state kept in the state folder per round, so reruns and restarts continue it), median, "

@@ -146,31 +146,32 @@ package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::
   return f;
 }
 
-package::Fields verify_published(const crypto::MinisignPublicKey& key, const std::string& path,
-                                 const PublishedExpect& ex, const std::string& sig_path_in) {
-  const std::string sig_path = sig_path_in.empty() ? path + ".minisig" : sig_path_in;
+PublishedSignature open_published(const crypto::MinisignPublicKey& key, const std::string& path,
+                                  const PublishedExpect& ex, const std::string& sig_path_in) {
+  PublishedSignature s;
+  s.path = path;
+  s.sig_path = sig_path_in.empty() ? path + ".minisig" : sig_path_in;
   if (!path_exists(path)) throw Error(kExitNoInput, "missing", path, "no such file");
-  if (!path_exists(sig_path)) throw Error(kExitNoInput, "missing signature", sig_path, "no such file");
-  crypto::MinisignSignature sig;
+  if (!path_exists(s.sig_path)) throw Error(kExitNoInput, "missing signature", s.sig_path, "no such file");
   try {
-    sig = crypto::MinisignSignature::parse(read_file(sig_path, 64 << 10), sig_path);
+    s.sig = crypto::MinisignSignature::parse(read_file(s.sig_path, 64 << 10), s.sig_path);
   } catch (const crypto::SignatureError& e) {
     throw PackageError(FailClass::signature, path, std::string(e.kind_name()) + ": " + e.why());
   } catch (const Error& e) {
     if (e.code() == kExitNoInput) throw;
-    throw PackageError(FailClass::signature, path, "unreadable signature " + sig_path + ": " + e.why());
+    throw PackageError(FailClass::signature, path, "unreadable signature " + s.sig_path + ": " + e.why());
   }
-  if (sig.key_id != key.key_id())
+  if (s.sig.key_id != key.key_id())
     throw PackageError(FailClass::signature, path,
-                       "key_mismatch: signed by key " + crypto::key_id_hex(sig.key_id) + ", expected the aggregator's " +
+                       "key_mismatch: signed by key " + crypto::key_id_hex(s.sig.key_id) + ", expected the aggregator's " +
                            key.key_id_hex());
-  Hashes h = hash_file(path);
   try {
-    crypto::verify_prehashed(key, sig, h.blake);
+    crypto::verify_trusted_comment(key, s.sig);
   } catch (const crypto::SignatureError& e) {
     throw PackageError(FailClass::signature, path, std::string(e.kind_name()) + ": " + e.why());
   }
-  package::Fields f = package::Fields::parse(sig.trusted_comment, sig_path);
+  package::Fields& f = s.fields;
+  f = package::Fields::parse(s.sig.trusted_comment, s.sig_path);
   auto fail = [&](const std::string& why) { return PackageError(FailClass::fields, path, why); };
   if (f.enc != "none") throw fail("enc=" + f.enc + ": a package, not a file published in the clear");
   if (f.kind != ex.kind) throw fail("kind " + f.kind + ", expected " + ex.kind);
@@ -179,9 +180,25 @@ package::Fields verify_published(const crypto::MinisignPublicKey& key, const std
   if (ex.round && f.round != *ex.round)
     throw fail("round " + std::to_string(f.round) + ", expected " + std::to_string(*ex.round) +
                (f.round < *ex.round ? " (an old round replayed?)" : ""));
-  if (f.plain != h.sha256)
-    throw PackageError(FailClass::hash, path, "sha256 " + h.sha256 + " is not the signed " + f.plain);
-  return f;
+  return s;
+}
+
+void check_published(const crypto::MinisignPublicKey& key, const PublishedSignature& s) {
+  Hashes h = hash_file(s.path);
+  try {
+    crypto::verify_prehashed(key, s.sig, h.blake);
+  } catch (const crypto::SignatureError& e) {
+    throw PackageError(FailClass::signature, s.path, std::string(e.kind_name()) + ": " + e.why());
+  }
+  if (s.fields.plain != h.sha256)
+    throw PackageError(FailClass::hash, s.path, "sha256 " + h.sha256 + " is not the signed " + s.fields.plain);
+}
+
+package::Fields verify_published(const crypto::MinisignPublicKey& key, const std::string& path,
+                                 const PublishedExpect& ex, const std::string& sig_path) {
+  PublishedSignature s = open_published(key, path, ex, sig_path);
+  check_published(key, s);
+  return s.fields;
 }
 
 }  // namespace fedseg::fed

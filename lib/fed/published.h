@@ -7,9 +7,11 @@
 //           base=- plain=<sha256 of FILE> enc=none ts=<unix> nonce=<hex128>
 //
 // so `minisign -Vm FILE -p aggregator/minisign.pub` audits it. Checking order, fail
-// closed: signature (one read computes both BLAKE2b-512 for the signature and
-// SHA-256) → fields (grammar, kind, federation, round) → sha256 = plain. A reader
-// opens the file (HDF5) only after verify_published() returned.
+// closed: the signature's key and its global signature (which authenticates the
+// trusted comment) → fields (grammar, kind, federation, round) → the signature over
+// the file's BLAKE2b-512 → sha256 = plain (one read of the file computes both
+// hashes). A reader opens the file (HDF5) only after verify_published() (or
+// check_published()) returned.
 #pragma once
 
 #include <cstdint>
@@ -42,9 +44,24 @@ package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::
 // Verifies path against sig_path (default path + ".minisig") and `key`. Error 66
 // when a file is missing; package::PackageError (exit 65, class signature, fields
 // or hash) naming the file otherwise. Returns the signed fields; `sha256` of the
-// file is fields.plain.
+// file is fields.plain. The same as open_published() then check_published().
 package::Fields verify_published(const crypto::MinisignPublicKey& key, const std::string& path,
                                  const PublishedExpect& expect, const std::string& sig_path = {});
+
+// verify_published in two halves, for a caller with other work to do while a large
+// file is hashed. open_published(): the signature file read and everything checked
+// that needs no pass over `path` (key id, the trusted comment's own signature, the
+// fields against `expect`), so the fields it returns are the aggregator's; nothing is
+// known of the file's bytes yet. check_published(): one read of `path` for BLAKE2b-512
+// (the signature) and SHA-256 (= fields.plain). Only then may the file be opened.
+struct PublishedSignature {
+  std::string path, sig_path;
+  crypto::MinisignSignature sig;
+  package::Fields fields;
+};
+PublishedSignature open_published(const crypto::MinisignPublicKey& key, const std::string& path,
+                                  const PublishedExpect& expect, const std::string& sig_path = {});
+void check_published(const crypto::MinisignPublicKey& key, const PublishedSignature& s);
 
 // The minisign secret key of an identity folder (ID_DIR/minisign.key) or a key
 // file; errors as crypto::MinisignSecretKey::load.
