@@ -1350,8 +1350,20 @@ int run(const Options& o, const ToolContext& ctx) {
     out_state->file().set_attr("/", "round", R + 1);
     out_state->commit();
   }
+  // The new global model's hashes for its signature while it is synced to disk; renamed
+  // into place only then, and signed after (a signature never names a missing file).
+  out_global->close();
+  auto synced = std::async(std::launch::async, [&] { out_global->sync(); });
+  fed::PublishedHashes nh;
+  try {
+    nh = fed::hash_published(out_global->temp_path());
+  } catch (...) {
+    synced.wait();
+    throw;
+  }
+  synced.get();
   out_global->commit();
-  package::Fields nf = fed::sign_published(key, next, fed_id, R + 1, "global", true);
+  package::Fields nf = fed::sign_published(key, next, fed_id, R + 1, "global", true, nh);
   json entry{{"federation", fed_id}, {"round", R}, {"global", "rounds/" + std::to_string(R + 1) + "/global.h5"},
              {"global_sha256", nf.plain}, {"report_sha256", sha256_file(rep)}, {"accepted", ledger_acc},
              {"time", fed::utc_now_iso()}};

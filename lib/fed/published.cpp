@@ -22,14 +22,13 @@ namespace {
 using package::FailClass;
 using package::PackageError;
 
-struct Hashes {
-  crypto::Blake2b512::Digest blake{};
-  std::string sha256;
-};
+using Hashes = PublishedHashes;
+
+}  // namespace
 
 // One read, two hashes: BLAKE2b-512 here, SHA-256 on a second thread over the same
 // blocks (a ring of four), so that a large global model takes the longer of the two.
-Hashes hash_file(const std::string& path) {
+PublishedHashes hash_published(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw_errno(errno == ENOENT ? kExitNoInput : kExitIoErr, "cannot open", path, errno);
   crypto::Blake2b512 b;
@@ -89,8 +88,6 @@ Hashes hash_file(const std::string& path) {
   return {b.final(), s.hex()};
 }
 
-}  // namespace
-
 crypto::MinisignSecretKey load_signing_key(const std::string& id, const crypto::PasswordSource& password) {
   return crypto::MinisignSecretKey::load(is_directory(id) ? id + "/minisign.key" : id, password);
 }
@@ -121,8 +118,14 @@ std::string published_sig(const crypto::MinisignSecretKey& key, const Hashes& h,
 package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
                                const std::string& federation, int64_t round, const std::string& kind,
                                bool overwrite) {
+  return sign_published(key, path, federation, round, kind, overwrite, hash_published(path));
+}
+
+package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
+                               const std::string& federation, int64_t round, const std::string& kind,
+                               bool overwrite, const PublishedHashes& hashes) {
   package::Fields f;
-  std::string sig = published_sig(key, hash_file(path), path + ".minisig", federation, round, kind, f);
+  std::string sig = published_sig(key, hashes, path + ".minisig", federation, round, kind, f);
   write_file_atomic(path + ".minisig", sig, overwrite, 0644);
   return f;
 }
@@ -184,7 +187,7 @@ PublishedSignature open_published(const crypto::MinisignPublicKey& key, const st
 }
 
 void check_published(const crypto::MinisignPublicKey& key, const PublishedSignature& s) {
-  Hashes h = hash_file(s.path);
+  Hashes h = hash_published(s.path);
   try {
     crypto::verify_prehashed(key, s.sig, h.blake);
   } catch (const crypto::SignatureError& e) {

@@ -29,11 +29,23 @@ struct PublishedExpect {
   std::string kind;              // required
 };
 
+// A file's BLAKE2b-512 (what its minisign signature signs) and SHA-256 (plain=), from
+// one read (the two on two threads). Error 66/74 when it cannot be read.
+struct PublishedHashes {
+  crypto::Blake2b512::Digest blake{};
+  std::string sha256;
+};
+PublishedHashes hash_published(const std::string& path);
+
 // Signs `path` (already written) and writes path + ".minisig" atomically (mode
-// 0644). Error 73 if the signature exists and !overwrite.
+// 0644). Error 73 if the signature exists and !overwrite. With `hashes`: those of the
+// bytes now at `path` (taken, say, from its temp file while it was synced to disk).
 package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
                                const std::string& federation, int64_t round, const std::string& kind,
                                bool overwrite);
+package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::string& path,
+                               const std::string& federation, int64_t round, const std::string& kind,
+                               bool overwrite, const PublishedHashes& hashes);
 // Writes `content` to path and its signature (as sign_published) to path.minisig: both
 // made and synced under temp names first, then renamed one right after the other, so
 // that a crash leaves them out of step only between two renames (readers retry; the

@@ -204,6 +204,11 @@ class Output {
   Output(const std::string& final_path, const std::string& kind, const std::string& tool,
          const std::string& provenance_json, bool overwrite);
   File& file() { return file_; }
+  // Closes the HDF5 file: temp_path() then holds its final bytes (commit() still
+  // syncs and renames it into place).
+  void close() { file_.close(); }
+  const std::string& temp_path() const { return atomic_.temp_path(); }
+  void sync() { atomic_.sync(); }
   void commit();
 
  private:
