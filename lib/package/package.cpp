@@ -26,7 +26,6 @@
 #include "core/sha256.h"
 #include "crypto/encoding.h"
 #include "h5/tensor_file.h"
-#include "package/bulk_hash.h"
 
 namespace fedseg::package {
 
@@ -498,7 +497,7 @@ PackResult pack(const PackOptions& o, const crypto::MinisignSecretKey& key) {
   Fd in(o.input);
 
   Sha256 sha;
-  BulkHash b2(BulkHash::Algo::blake2b512);
+  crypto::Blake2b512 b2;
   uint64_t plain_bytes = 0, age_bytes = 0;
   ZstdCCtx cctx;
   if (o.zstd_level > 0) {
@@ -582,9 +581,7 @@ PackResult pack(const PackOptions& o, const crypto::MinisignSecretKey& key) {
   std::string why = invalid_fields(f);
   if (!why.empty()) throw Error(kExitSoftware, "cannot package", o.input, why);
 
-  std::string digest_bytes = b2.final_bytes();
-  crypto::Blake2b512::Digest digest{};
-  std::memcpy(digest.data(), digest_bytes.data(), digest.size());
+  const crypto::Blake2b512::Digest digest = b2.final();
   std::string sig = crypto::sign_prehashed(key, digest, f.comment(), kUntrustedComment);
 
   // With --force, an old signature must not sit beside the new ciphertext even
@@ -728,10 +725,9 @@ size_t read_block(Fd& in, uint8_t* buf, uint64_t& total, const Expect& ex) {
 // The second half of the signature step, once the whole file was read: the file
 // did not change meanwhile (kernel stamp, byte count) and the signature over its
 // BLAKE2b-512 verifies. PackageError{signature}.
-void verify_file_signature(Preflight& p, const Fd& in, uint64_t total, BulkHash& b2) {
+void verify_file_signature(Preflight& p, const Fd& in, uint64_t total, crypto::Blake2b512& b2) {
   Checked& c = p.c;
-  std::string d = b2.final_bytes();
-  std::memcpy(c.digest.data(), d.data(), c.digest.size());
+  c.digest = b2.final();
   c.age_bytes = total;
   if (!(stamp_of(in.fd(), c.age_path) == c.stamp) || total != c.stamp.size)
     throw PackageError(FailClass::signature, c.age_path, "changed while its signature was being checked");
@@ -749,7 +745,7 @@ Checked check(const std::string& age_path, const std::string& sig_path, const Si
               int threads) {
   Fd in(age_path);
   Preflight p = preflight(in, sig_path, signers, ex);
-  BulkHash b2(BulkHash::Algo::blake2b512);
+  crypto::Blake2b512 b2;
   uint64_t total = 0;
   if (threads == 1) {
     std::unique_ptr<uint8_t[]> buf(new uint8_t[kBlock]);
@@ -1118,7 +1114,7 @@ Checked check_and_unpack_to(const std::string& age_path, const std::string& sig_
   std::exception_ptr reader_error, decrypt_failure;
   std::thread reader([&] {
     try {
-      BulkHash b2(BulkHash::Algo::blake2b512);
+      crypto::Blake2b512 b2;
       uint64_t total = 0;
       std::unique_ptr<uint8_t[]> own;  // once the decrypt stages stopped
       while (true) {
