@@ -57,6 +57,8 @@ std::string host_tag() {
   return h.empty() ? "host" : h;
 }
 
+}  // namespace
+
 void fsync_dir(const std::string& dir) {
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return;  // some filesystems (SMB) refuse: the rename is still done
@@ -67,8 +69,6 @@ void fsync_dir(const std::string& dir) {
   }
   ::close(dfd);
 }
-
-}  // namespace
 
 std::string dirname_of(const std::string& path) {
   auto pos = path.find_last_of('/');

@@ -75,6 +75,9 @@ void install_cleanup_handlers();
 
 // Path helpers.
 std::string dirname_of(const std::string& path);
+// fsync of a folder (after a rename into it). A folder that cannot be opened or
+// synced on this filesystem (SMB: EINVAL, EROFS) is skipped; other failures: Error 74.
+void fsync_dir(const std::string& dir);
 std::string basename_of(const std::string& path);
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);  // follows symlinks

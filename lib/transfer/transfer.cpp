@@ -568,28 +568,17 @@ bool same_file_content(const std::string& a, const std::string& b) {
   return sha256_fd(fa.fd, a) == sha256_fd(fb.fd, b);
 }
 
-void fsync_dir_of(const std::string& path) {
-  int d = ::open(dirname_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (d < 0) return;
-  if (::fsync(d) != 0 && errno != EINVAL && errno != EROFS) {
-    int e = errno;
-    ::close(d);
-    throw_errno(kExitIoErr, "cannot sync folder", dirname_of(path), e);
-  }
-  ::close(d);
-}
-
 // Moves a complete, synced temp or part file to dest: without replacing (then an
 // identical file already there is success), or replacing with force. Returns
 // "unchanged" when dest already held the same bytes.
 std::string publish(const std::string& tmp, const std::string& dest, bool force, Result& r) {
   if (force) {
     if (::rename(tmp.c_str(), dest.c_str()) != 0) throw_errno(kExitIoErr, "cannot rename into place", dest, errno);
-    fsync_dir_of(dest);
+    fsync_dir(dirname_of(dest));
     return "";
   }
   if (AtomicFile::rename_no_replace(tmp, dest)) {
-    fsync_dir_of(dest);
+    fsync_dir(dirname_of(dest));
     return "";
   }
   if (same_file_content(tmp, dest)) {
