@@ -128,6 +128,28 @@ struct Context {
 
 // ---------------------------------------------------------------- the streaming pass
 
+// Appends every `stride`-th value of x[0, len) to out, as float (the cosine sketches):
+// one resize, not a push_back per value.
+template <class T>
+void append_strided(std::vector<float>& out, const T* x, size_t len, size_t stride) {
+  const size_t at = out.size();
+  out.resize(at + (len + stride - 1) / stride);
+  float* o = out.data() + at;
+  for (size_t i = 0; i < len; i += stride) *o++ = float(x[i]);
+}
+
+// Σ x_i² in float64 with four partial sums (no dependency chain from one value to
+// the next), summed in a fixed order: the same result on any thread.
+template <class T>
+double sum_squares(const T* x, size_t len) {
+  double s[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4)
+    for (size_t j = 0; j < 4; ++j) s[j] += double(x[i + j]) * double(x[i + j]);
+  for (; i < len; ++i) s[0] += double(x[i]) * double(x[i]);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 struct PassResult {
   std::vector<double> dot;   // Δ · d_k (exact from the Gram matrix, else from sketches)
   double delta_norm2 = 0;
@@ -165,8 +187,8 @@ struct Emit {
         double u2 = double(noise_rng() >> 11) * (1.0 / 9007199254740992.0);
         delta[i] += sigma * std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(6.283185307179586 * u2);
       }
-    for (size_t i = 0; i < len; i += stride) delta_sketch.push_back(float(delta[i]));
-    for (size_t i = 0; i < len; ++i) delta_norm2 += delta[i] * delta[i];
+    append_strided(delta_sketch, delta, len, stride);
+    delta_norm2 += sum_squares(delta, len);
     if (out_partial) {
       out_partial->write("sum/" + pname, h5::DType::f64, p.shape, delta, h5::DType::f64, {true, 1, {}});
       return;
@@ -384,7 +406,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
           delta[i] += res.weight[k] * dbuf[i];
         }
         in[k].norm2 += s;
-        for (size_t i = 0; i < len; i += res.stride) in[k].sketch.push_back(float(dbuf[i]));
+        append_strided(in[k].sketch, dbuf.data(), len, res.stride);
       }
       for (size_t k = 0; k < N && !combining; ++k) {
         float* b = bufs[r.krum() ? k : 0].data();
@@ -400,7 +422,7 @@ bool aggregate_pass(Context& c, const h5::File& global, const std::vector<h5::Te
           if (a != 0) delta[i] += a * double(b[i]);
         }
         in[k].norm2 += s;
-        for (size_t i = 0; i < len; i += res.stride) in[k].sketch.push_back(b[i]);
+        append_strided(in[k].sketch, b, len, res.stride);
         if (progress) progress->add(len);
       }
     }
@@ -609,7 +631,7 @@ class Stream {
     for (size_t t = 0; t < T; ++t) {
       const float* b = src[t];
       const size_t len = h5::numel(params_[t].shape);
-      for (size_t k = 0; k < len; k += stride_) in.sketch.push_back(b[k]);
+      append_strided(in.sketch, b, len, stride_);
       double* acc = sum_.data() + offset_[t];
       if (first_)
         for (size_t k = 0; k < len; ++k) acc[k] = a * double(b[k]);
