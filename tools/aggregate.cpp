@@ -170,10 +170,10 @@ struct Emit {
        const h5::File* state_in_, h5::File* state_out_, uint64_t dp_seed, size_t n_inputs, size_t largest, size_t stride_,
        bool threaded_)
       : r(r_), global(global_), out_global(out_global_), out_partial(out_partial_),
-        threaded(threaded_ && out_global_), w_pending(threaded ? largest : 0), state_in(state_in_),
+        threaded(threaded_ && out_global_), largest_(largest), state_in(state_in_),
         state_out(state_out_), noise_rng(dp_seed),
         sigma(r_.dp_noise_multiplier > 0 ? r_.dp_noise_multiplier * r_.clip_norm / double(n_inputs) : 0),
-        w(out_partial_ ? 0 : largest), m(r_.stateful() ? largest : 0), v(r_.adaptive() ? largest : 0), stride(stride_) {}
+        m(r_.stateful() ? largest : 0), v(r_.adaptive() ? largest : 0), stride(stride_) {}
 
   // `preloaded`: the global's values of this tensor, read beforehand (the server step
   // then works on them in place), or null to read them here.
@@ -192,6 +192,12 @@ struct Emit {
     if (out_partial) {
       out_partial->write("sum/" + pname, h5::DType::f64, p.shape, delta, h5::DType::f64, {true, 1, {}});
       return;
+    }
+    if (!preloaded && w.empty()) {
+      // The global's values read here, a tensor at a time (the largest's room, twice
+      // when compressing on the worker: its tensor and the next one).
+      w.resize(largest_);
+      if (threaded) w_pending.resize(largest_);
     }
     float* wp = preloaded ? preloaded : w.data();
     if (!preloaded) global.read(p.name, h5::DType::f32, wp, len * 4);
@@ -248,7 +254,8 @@ struct Emit {
   const h5::File& global;
   h5::File *out_global, *out_partial;
   bool threaded;
-  std::vector<float> w_pending;
+  size_t largest_;
+  RawVector<float> w_pending;  // only without preloaded global values
   std::string pending_name;
   h5::EncodedTensor encoded, encoded_here;
   std::future<void> pending;
@@ -256,7 +263,7 @@ struct Emit {
   h5::File* state_out;
   std::mt19937_64 noise_rng;
   double sigma;
-  std::vector<float> w;
+  RawVector<float> w;
   std::vector<double> m, v;
   size_t stride;
   std::vector<float> delta_sketch;
@@ -653,6 +660,9 @@ class Stream {
 
   // Δ of every tensor, in turn, to emit (the sum divided in place).
   void finish(double divisor, Emit& emit) {
+    size_t sketch = 0;
+    for (const auto& p : params_) sketch += (h5::numel(p.shape) + stride_ - 1) / stride_;
+    emit.delta_sketch.reserve(emit.delta_sketch.size() + sketch);
     for (size_t t = 0; t < params_.size(); ++t) {
       double* d = sum_.data() + offset_[t];
       const size_t len = h5::numel(params_[t].shape);
