@@ -131,7 +131,7 @@ struct Reader {
       package::Fields f = fed::verify_published(*key, path, {fed, round, kind});
       // verify_published hashed the file as it was then: the bytes used must be those.
       if (sha256_hex(text) != f.plain)
-        throw package::PackageError(package::FailClass::hash, path, "the file changed while it was read");
+        throw package::PackageError(package::FailClass::hash, path, "the file changed while it was read", fed::published_what(kind));
       return text;
     } catch (const package::PackageError& e) {
       add(path, e.class_name(), e);

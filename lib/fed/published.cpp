@@ -149,33 +149,43 @@ package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::
   return f;
 }
 
+std::string published_what(const std::string& kind) {
+  return kind == "global"       ? "global model"
+         : kind == "latest"     ? "LATEST"
+         : kind == "report"     ? "round report"
+         : kind == "federation" ? "federation plan"
+                                : "published file";
+}
+
 PublishedSignature open_published(const crypto::MinisignPublicKey& key, const std::string& path,
                                   const PublishedExpect& ex, const std::string& sig_path_in) {
   PublishedSignature s;
   s.path = path;
   s.sig_path = sig_path_in.empty() ? path + ".minisig" : sig_path_in;
+  s.what = published_what(ex.kind);
   if (!path_exists(path)) throw Error(kExitNoInput, "missing", path, "no such file");
   if (!path_exists(s.sig_path)) throw Error(kExitNoInput, "missing signature", s.sig_path, "no such file");
   try {
     s.sig = crypto::MinisignSignature::parse(read_file(s.sig_path, 64 << 10), s.sig_path);
   } catch (const crypto::SignatureError& e) {
-    throw PackageError(FailClass::signature, path, std::string(e.kind_name()) + ": " + e.why());
+    throw PackageError(FailClass::signature, path, std::string(e.kind_name()) + ": " + e.why(), s.what);
   } catch (const Error& e) {
     if (e.code() == kExitNoInput) throw;
-    throw PackageError(FailClass::signature, path, "unreadable signature " + s.sig_path + ": " + e.why());
+    throw PackageError(FailClass::signature, path, "unreadable signature " + s.sig_path + ": " + e.why(), s.what);
   }
   if (s.sig.key_id != key.key_id())
     throw PackageError(FailClass::signature, path,
                        "key_mismatch: signed by key " + crypto::key_id_hex(s.sig.key_id) + ", expected the aggregator's " +
-                           key.key_id_hex());
+                           key.key_id_hex(),
+                       s.what);
   try {
     crypto::verify_trusted_comment(key, s.sig);
   } catch (const crypto::SignatureError& e) {
-    throw PackageError(FailClass::signature, path, std::string(e.kind_name()) + ": " + e.why());
+    throw PackageError(FailClass::signature, path, std::string(e.kind_name()) + ": " + e.why(), s.what);
   }
   package::Fields& f = s.fields;
   f = package::Fields::parse(s.sig.trusted_comment, s.sig_path);
-  auto fail = [&](const std::string& why) { return PackageError(FailClass::fields, path, why); };
+  auto fail = [&](const std::string& why) { return PackageError(FailClass::fields, path, why, s.what); };
   if (f.enc != "none") throw fail("enc=" + f.enc + ": a package, not a file published in the clear");
   if (f.kind != ex.kind) throw fail("kind " + f.kind + ", expected " + ex.kind);
   if (!ex.federation.empty() && f.federation != ex.federation)
@@ -191,10 +201,10 @@ void check_published(const crypto::MinisignPublicKey& key, const PublishedSignat
   try {
     crypto::verify_prehashed(key, s.sig, h.blake);
   } catch (const crypto::SignatureError& e) {
-    throw PackageError(FailClass::signature, s.path, std::string(e.kind_name()) + ": " + e.why());
+    throw PackageError(FailClass::signature, s.path, std::string(e.kind_name()) + ": " + e.why(), s.what);
   }
   if (s.fields.plain != h.sha256)
-    throw PackageError(FailClass::hash, s.path, "sha256 " + h.sha256 + " is not the signed " + s.fields.plain);
+    throw PackageError(FailClass::hash, s.path, "sha256 " + h.sha256 + " is not the signed " + s.fields.plain, s.what);
 }
 
 package::Fields verify_published(const crypto::MinisignPublicKey& key, const std::string& path,

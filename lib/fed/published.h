@@ -66,8 +66,13 @@ package::Fields verify_published(const crypto::MinisignPublicKey& key, const std
 // fields against `expect`), so the fields it returns are the aggregator's; nothing is
 // known of the file's bytes yet. check_published(): one read of `path` for BLAKE2b-512
 // (the signature) and SHA-256 (= fields.plain). Only then may the file be opened.
+// What a published file of this kind is called in messages ("global model", "LATEST",
+// "round report", "federation plan").
+std::string published_what(const std::string& kind);
+
 struct PublishedSignature {
   std::string path, sig_path;
+  std::string what;  // for messages: "global model rejected (hash)", "LATEST rejected (...)"
   crypto::MinisignSignature sig;
   package::Fields fields;
 };

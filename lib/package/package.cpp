@@ -41,8 +41,8 @@ const char* fail_class_name(FailClass c) {
   return "?";
 }
 
-PackageError::PackageError(FailClass cls, const std::string& subject, const std::string& why)
-    : Error(kExitDataErr, std::string("package rejected (") + fail_class_name(cls) + ")", subject, why), cls_(cls) {}
+PackageError::PackageError(FailClass cls, const std::string& subject, const std::string& why, const std::string& what)
+    : Error(kExitDataErr, what + " rejected (" + fail_class_name(cls) + ")", subject, why), cls_(cls) {}
 
 namespace {
 

@@ -61,7 +61,9 @@ const char* fail_class_name(FailClass c);  // "size", "signature", ...
 
 class PackageError : public Error {
  public:
-  PackageError(FailClass cls, const std::string& subject, const std::string& why);
+  // `what`: what was rejected, for the message "<what> rejected (<class>)": a package,
+  // or a file published in the clear ("global model", "LATEST", ...).
+  PackageError(FailClass cls, const std::string& subject, const std::string& why, const std::string& what = "package");
   FailClass fail_class() const noexcept { return cls_; }
   const char* class_name() const noexcept { return fail_class_name(cls_); }
 

@@ -50,7 +50,7 @@ for ex in ga gm; do
     expect_exit 65 timeout 120 fedseg-aggregate "$ex" --key agg --state "st-$ex" --threads "$threads"
     expect_stderr_lines 1
     expect_stderr_has "$g"
-    expect_stderr_has "signature"
+    expect_stderr_has "global model rejected (signature)"
     untouched "$ex" "$s0"
   done
   cp "$TMP/global.h5" "$g"
@@ -61,7 +61,7 @@ for ex in ga gm; do
   expect_exit 65 timeout 120 fedseg-aggregate "$ex" --key agg --state "st-$ex"
   expect_stderr_lines 1
   expect_stderr_has "$g"
-  expect_stderr_has "signature"
+  expect_stderr_has "global model rejected (signature)"
   untouched "$ex" "$s0"
   cp "$TMP/global.h5.minisig" "$g.minisig"
   # Put back: the round aggregates.
