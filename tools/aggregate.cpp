@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstring>
 #include <ctime>
 #include <deque>
 #include <functional>
@@ -618,16 +617,8 @@ class Stream {
       in.file.read(name, h5::DType::f32, buf_.data() + offset_[t], len * 4);
       src[t] = buf_.data() + offset_[t];
     }
-    double s[4] = {0, 0, 0, 0};  // four partial sums: no dependency chain
-    for (size_t t = 0; t < T; ++t) {
-      const float* b = src[t];
-      const size_t len = h5::numel(params_[t].shape);
-      size_t i = 0;
-      for (; i + 4 <= len; i += 4)
-        for (size_t j = 0; j < 4; ++j) s[j] += double(b[i + j]) * b[i + j];
-      for (; i < len; ++i) s[0] += double(b[i]) * b[i];
-    }
-    in.norm2 = (s[0] + s[1]) + (s[2] + s[3]);
+    in.norm2 = 0;
+    for (size_t t = 0; t < T; ++t) in.norm2 += sum_squares(src[t], h5::numel(params_[t].shape));
     if (!std::isfinite(in.norm2)) {
       in.file.close();
       return false;

@@ -22,8 +22,6 @@ namespace {
 using package::FailClass;
 using package::PackageError;
 
-using Hashes = PublishedHashes;
-
 }  // namespace
 
 // One read, two hashes: BLAKE2b-512 here, SHA-256 on a second thread over the same
@@ -95,7 +93,7 @@ crypto::MinisignSecretKey load_signing_key(const std::string& id, const crypto::
 namespace {
 
 // The .minisig text for a published file of these hashes; f receives its fields.
-std::string published_sig(const crypto::MinisignSecretKey& key, const Hashes& h, const std::string& sig_path,
+std::string published_sig(const crypto::MinisignSecretKey& key, const PublishedHashes& h, const std::string& sig_path,
                           const std::string& federation, int64_t round, const std::string& kind, package::Fields& f) {
   f.federation = federation;
   f.round = round;
@@ -132,7 +130,7 @@ package::Fields sign_published(const crypto::MinisignSecretKey& key, const std::
 
 package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::string& path, const std::string& content,
                                const std::string& federation, int64_t round, const std::string& kind) {
-  Hashes h;
+  PublishedHashes h;
   crypto::Blake2b512 b;
   b.update(content.data(), content.size());
   h.blake = b.final();
@@ -197,7 +195,7 @@ PublishedSignature open_published(const crypto::MinisignPublicKey& key, const st
 }
 
 void check_published(const crypto::MinisignPublicKey& key, const PublishedSignature& s) {
-  Hashes h = hash_published(s.path);
+  PublishedHashes h = hash_published(s.path);
   try {
     crypto::verify_prehashed(key, s.sig, h.blake);
   } catch (const crypto::SignatureError& e) {

@@ -60,16 +60,16 @@ package::Fields publish_signed(const crypto::MinisignSecretKey& key, const std::
 package::Fields verify_published(const crypto::MinisignPublicKey& key, const std::string& path,
                                  const PublishedExpect& expect, const std::string& sig_path = {});
 
+// What a published file of this kind is called in messages ("global model", "LATEST",
+// "round report", "federation plan").
+std::string published_what(const std::string& kind);
+
 // verify_published in two halves, for a caller with other work to do while a large
 // file is hashed. open_published(): the signature file read and everything checked
 // that needs no pass over `path` (key id, the trusted comment's own signature, the
 // fields against `expect`), so the fields it returns are the aggregator's; nothing is
 // known of the file's bytes yet. check_published(): one read of `path` for BLAKE2b-512
 // (the signature) and SHA-256 (= fields.plain). Only then may the file be opened.
-// What a published file of this kind is called in messages ("global model", "LATEST",
-// "round report", "federation plan").
-std::string published_what(const std::string& kind);
-
 struct PublishedSignature {
   std::string path, sig_path;
   std::string what;  // for messages: "global model rejected (hash)", "LATEST rejected (...)"
